@@ -1,0 +1,82 @@
+"""Pure functions behind the meta-learners: losses per task, the inner-loop update, statistics.
+
+Everything here is a plain function of tensors, so tests call it without a Trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOSSES = ("mse", "cross_entropy")
+
+
+def task_losses(predictions: Tensor, targets: Tensor, loss: str) -> Tensor:
+    """Mean loss of each task.
+
+    Args:
+        predictions: ``(B, N, C)`` logits (``cross_entropy``) or ``(B, N, *target_shape)`` outputs (``mse``).
+        targets: ``(B, N)`` class indices or ``(B, N, *target_shape)`` targets.
+        loss: ``"mse"`` or ``"cross_entropy"``.
+
+    Returns:
+        ``(B,)`` loss of each task, averaged over its ``N`` samples.
+    """
+    if loss == "cross_entropy":
+        per_sample = F.cross_entropy(predictions.transpose(1, -1), targets, reduction="none")
+        return per_sample.reshape(per_sample.shape[0], -1).mean(1)
+    if loss == "mse":
+        return (predictions - targets).pow(2).reshape(predictions.shape[0], -1).mean(1)
+    raise ValueError(f"Expected `loss` to be one of {', '.join(map(repr, LOSSES))}, but got {loss!r}.")
+
+
+def task_accuracies(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of correctly classified queries of each task.
+
+    Args:
+        logits: ``(B, N, C)``.
+        labels: ``(B, N)`` class indices.
+
+    Returns:
+        ``(B,)`` accuracy of each task in ``[0, 1]``.
+    """
+    return (logits.argmax(-1) == labels).float().mean(1)
+
+
+def sgd_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], lr: float | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """One inner-loop gradient step, ``theta' = theta - lr * grad`` (Finn et al., 2017, eq. 1).
+
+    Args:
+        params: parameters by name, any shapes.
+        grads: gradients by name, shaped like ``params``.
+        lr: one learning rate, or one per parameter name shaped like it (Meta-SGD).
+
+    Returns:
+        The updated parameters; differentiable with respect to ``params``, ``grads`` and ``lr``.
+    """
+    if isinstance(lr, Mapping):
+        return {name: p - lr[name] * grads[name] for name, p in params.items()}
+    return {name: p - lr * grads[name] for name, p in params.items()}
+
+
+def mean_ci95(values: Tensor) -> tuple[float, float]:
+    """Mean and half-width of the normal 95% confidence interval, ``1.96 * std / sqrt(n)``.
+
+    This is the interval few-shot papers report over test tasks (Finn et al., 2017; Snell et al., 2017).
+
+    Args:
+        values: ``(n,)`` one value per task.
+
+    Returns:
+        ``(mean, ci95)``; ``ci95`` is 0 for a single value.
+    """
+    values = values.detach().double().flatten()
+    n = values.numel()
+    if n == 0:
+        raise ValueError("Expected at least 1 value to average, but got 0.")
+    std = values.std(unbiased=True).item() if n > 1 else 0.0
+    return values.mean().item(), 1.96 * std / math.sqrt(n)
