@@ -1,0 +1,121 @@
+"""Meta-test evaluation: accuracy (or MSE) after 0..N adaptation steps, with 95% confidence intervals."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from torch import Tensor
+
+from lit_meta._checks import _check_positive_int
+from lit_meta.algorithms.base import MetaLearner
+from lit_meta.functional import mean_ci95
+from lit_meta.tasks import Task
+
+
+def adaptation_curve(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> Tensor:
+    """Per-task metric after 0, 1, ..., ``steps`` adaptation steps.
+
+    Args:
+        learner: any meta-learner.
+        tasks: meta-batches of evaluation tasks (moved to the learner's device here).
+        steps: the largest number of steps.
+
+    Returns:
+        ``(steps + 1, T)``: row ``k`` holds the accuracy (or MSE) of each of the ``T`` tasks after
+        ``k`` steps.
+    """
+    rows = []
+    for task in tasks:
+        task = move_data_to_device(task, learner.device)
+        curve = learner.evaluate_episode(task, steps=steps, every_step=True)  # (steps + 1, B, Nq, ...)
+        targets = task.query_y.expand(steps + 1, *task.query_y.shape)
+        rows.append(learner.task_metric(curve.flatten(0, 1), targets.flatten(0, 1)).view(steps + 1, -1))
+    return torch.cat(rows, dim=1)
+
+
+def _shots(task: Task, classification: bool) -> int:
+    support = task.support_y.shape[1]
+    return support // task.support_y[0].unique().numel() if classification else support
+
+
+class MetaTestEvaluation(Callback):
+    """Evaluate on the datamodule's fixed test tasks after 0..N adaptation steps.
+
+    Runs at the end of ``fit`` and of ``test``. For every step count it reports the mean over test
+    tasks and the 95% confidence interval (``1.96 * std / sqrt(T)``), logs them as
+    ``meta_test/<metric>_step<k>`` and writes ``meta_test.json`` into the run's log folder::
+
+        {"metric": "mse" | "accuracy", "num_tasks": T, "shots": K,
+         "steps": {"0": {"mean": ..., "ci95": ...}, "1": {...}, ...}}
+
+    Args:
+        max_steps: the largest step count; ``None`` uses the learner's ``eval_inner_steps``.
+        after_fit: also evaluate when ``fit`` ends.
+        filename: name of the JSON file written in ``trainer.log_dir``.
+    """
+
+    def __init__(self, max_steps: int | None = None, after_fit: bool = True, filename: str = "meta_test.json") -> None:
+        if max_steps is not None:
+            _check_positive_int("max_steps", max_steps, minimum=0)
+        self.max_steps = max_steps
+        self.after_fit = after_fit
+        self.filename = filename
+        self.results: dict[str, Any] | None = None
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.after_fit and not trainer.fast_dev_run:
+            self.evaluate(trainer, pl_module)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.evaluate(trainer, pl_module)
+
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        if not isinstance(pl_module, MetaLearner):
+            raise TypeError(f"Expected a lit_meta MetaLearner for MetaTestEvaluation, but got {type(pl_module).__name__}.")
+        datamodule = trainer.datamodule
+        datamodule.setup("test")
+        loader = datamodule.test_dataloader()
+        steps = pl_module.eval_inner_steps if self.max_steps is None else self.max_steps
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            # Every rank evaluates the same fixed tasks; rank 0 reports them.
+            values = adaptation_curve(pl_module, loader, steps)
+        finally:
+            pl_module.train(was_training)
+        first = next(iter(loader))
+        results = {
+            "metric": pl_module.metric_name,
+            "num_tasks": values.shape[1],
+            "shots": _shots(first, pl_module.is_classifier),
+            "steps": {},
+        }
+        for k, row in enumerate(values):
+            mean, ci95 = mean_ci95(row)
+            results["steps"][str(k)] = {"mean": mean, "ci95": ci95}
+        self.results = results
+        self._report(trainer, results)
+        return results
+
+    def _report(self, trainer: Trainer, results: dict[str, Any]) -> None:
+        metric = results["metric"]
+        scalars = {f"meta_test/{metric}_step{k}": v["mean"] for k, v in results["steps"].items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=trainer.global_step)
+        if trainer.is_global_zero:
+            log_dir = trainer.log_dir or trainer.default_root_dir
+            os.makedirs(log_dir, exist_ok=True)
+            path = os.path.join(log_dir, self.filename)
+            with open(path, "w") as f:
+                json.dump(results, f, indent=2)
+            scale = 100.0 if metric == "accuracy" else 1.0
+            lines = [f"Meta-test {metric} over {results['num_tasks']} tasks, {results['shots']}-shot (mean +- 95% CI):"]
+            lines += [f"  {k:>3} steps: {v['mean'] * scale:.4f} +- {v['ci95'] * scale:.4f}" for k, v in results["steps"].items()]
+            rank_zero_info("\n".join(lines) + f"\nWritten to {path}")

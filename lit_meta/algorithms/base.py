@@ -1,0 +1,146 @@
+"""The contract every meta-learner follows.
+
+:class:`MetaLearner` owns the Lightning steps, the losses and the logging. An algorithm implements one
+hook, :meth:`MetaLearner.episode`: adapt to the support set of each task in a meta-batch and predict
+its queries. Everything else (meta-loss, ``train/loss``, ``val/acc``, meta-test curves, ``predict``)
+is built on that hook.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from lit_meta._checks import _check_one_of, _check_positive_int
+from lit_meta.functional import LOSSES, task_accuracies, task_losses
+from lit_meta.tasks import Task
+
+Loss = Literal["mse", "cross_entropy"]
+
+
+class MetaLearner(LightningModule, ABC):
+    """Base class of the lit-meta algorithms.
+
+    A batch is a :class:`~lit_meta.tasks.Task`: a meta-batch of ``B`` tasks with support
+    ``(B, Ns, ...)`` and query ``(B, Nq, ...)`` tensors. The meta-loss is the mean over tasks of the
+    query loss after adaptation.
+
+    Subclasses implement :meth:`episode` and pass their own constructor arguments through; the base
+    class validates the shared ones and calls ``save_hyperparameters`` so every argument is logged.
+
+    Args:
+        loss: ``"cross_entropy"`` for classification (predictions are logits ``(B, Nq, ways)``) or
+            ``"mse"`` for regression.
+        eval_inner_steps: adaptation steps during validation, test and predict.
+        optimizer: the outer-loop (meta) optimizer, called with the learner's parameters.
+    """
+
+    def __init__(self, loss: Loss, eval_inner_steps: int, optimizer: OptimizerCallable) -> None:
+        super().__init__()
+        _check_one_of("loss", loss, LOSSES)
+        _check_positive_int("eval_inner_steps", eval_inner_steps, minimum=0)
+        self.loss = loss
+        self.eval_inner_steps = eval_inner_steps
+        self._optimizer_factory = optimizer
+        with warnings.catch_warnings():
+            # Under LightningCLI a backbone is stored as its config; from Python, as the module object
+            # itself, so that `load_from_checkpoint(path)` rebuilds the learner in both cases.
+            warnings.filterwarnings("ignore", message=r"Attribute .* is an instance of `nn.Module`")
+            self.save_hyperparameters()
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in ("loss", "acc")}
+        )
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    @property
+    def metric_name(self) -> str:
+        """What :meth:`task_metric` measures: ``"accuracy"`` (classification) or ``"mse"``."""
+        return "accuracy" if self.is_classifier else "mse"
+
+    @abstractmethod
+    def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
+        """Adapt to each task's support set, then predict its query set.
+
+        Args:
+            task: a meta-batch of ``B`` tasks.
+            training: ``True`` in the meta-training step: the result must carry the meta-gradient.
+                ``False`` for evaluation: no meta-gradient is needed (and none should be built).
+            steps: adaptation steps; ``None`` means the learner's own setting for ``training``.
+                Learners without steps (metric-based ones) treat ``0`` as "support not seen yet".
+            every_step: also return the predictions before adaptation and after each step.
+
+        Returns:
+            Query predictions ``(B, Nq, *out)``, or ``(steps + 1, B, Nq, *out)`` with ``every_step``
+            (index ``k``: after ``k`` steps).
+        """
+
+    # ---- metrics -------------------------------------------------------------------------------
+    def task_losses(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        """``(B,)`` loss of each task; see :func:`lit_meta.functional.task_losses`."""
+        return task_losses(predictions, targets, self.loss)
+
+    def task_metric(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        """``(B,)`` accuracy (classification) or MSE (regression) of each task."""
+        if self.is_classifier:
+            return task_accuracies(predictions, targets)
+        return task_losses(predictions, targets, "mse")
+
+    # ---- Lightning steps ------------------------------------------------------------------------
+    def training_step(self, batch: Task, batch_idx: int) -> Tensor:
+        predictions = self.episode(batch, training=True)
+        loss = self.task_losses(predictions, batch.query_y).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_tasks)
+        if self.is_classifier:
+            accuracy = task_accuracies(predictions.detach(), batch.query_y).mean()
+            self.log("train/acc", accuracy, prog_bar=True, batch_size=batch.num_tasks)
+        return loss
+
+    def validation_step(self, batch: Task, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: Task, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def predict_step(self, batch: Task, batch_idx: int) -> Tensor:
+        """Adapted query predictions ``(B, Nq, *out)`` (logits for classification)."""
+        return self.evaluate_episode(batch)
+
+    def evaluate_episode(self, task: Task, steps: int | None = None, every_step: bool = False) -> Tensor:
+        """:meth:`episode` for evaluation: gradients on for the inner loop, detached results.
+
+        Lightning runs evaluation under ``torch.inference_mode``, where no inner loop can take a
+        gradient; this switches it off and copies the batch out of inference mode.
+        """
+        with _adaptation_enabled():
+            task = Task(*(t.clone() if t.is_inference() else t for t in task))
+            return self.episode(task, training=False, steps=steps, every_step=every_step).detach()
+
+    def _evaluation_step(self, task: Task, stage: str) -> None:
+        predictions = self.evaluate_episode(task)
+        losses = self.task_losses(predictions, task.query_y)
+        self.metrics[f"{stage}_loss"].update(losses)
+        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], prog_bar=stage == "val", batch_size=task.num_tasks)
+        if self.is_classifier:
+            self.metrics[f"{stage}_acc"].update(task_accuracies(predictions, task.query_y))
+            self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=stage == "val", batch_size=task.num_tasks)
+
+    def configure_optimizers(self) -> Any:
+        return self._optimizer_factory(self.parameters())
+
+
+@contextmanager
+def _adaptation_enabled() -> Iterator[None]:
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
