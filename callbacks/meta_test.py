@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor
 
-from lit_meta._checks import _check_positive_int
+from lit_meta._checks import _check_one_of, _check_positive_int
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.functional import mean_ci95
 from lit_meta.tasks import Task
@@ -48,35 +48,55 @@ def _shots(task: Task, classification: bool) -> int:
 class MetaTestEvaluation(Callback):
     """Evaluate on the datamodule's fixed test tasks after 0..N adaptation steps.
 
-    Runs at the end of ``fit`` and of ``test``. For every step count it reports the mean over test
+    Runs at the end of ``fit`` and of ``test``. At the end of ``fit`` it first loads the weights of the
+    best checkpoint of the trainer's ``ModelCheckpoint`` (model selection on validation tasks, as
+    few-shot papers report), unless ``checkpoint="last"`` or no best checkpoint exists. In ``test``
+    it evaluates the weights the test loop was given (``--ckpt_path``). For every step count it reports the mean over test
     tasks and the 95% confidence interval (``1.96 * std / sqrt(T)``), logs them as
     ``meta_test/<metric>_step<k>`` and writes ``meta_test.json`` into the run's log folder::
 
         {"metric": "mse" | "accuracy", "num_tasks": T, "shots": K,
-         "steps": {"0": {"mean": ..., "ci95": ...}, "1": {...}, ...}}
+         "steps": {"0": {"mean": ..., "ci95": ...}, "1": {...}, ...}, "checkpoint": path or null}
 
     Args:
         max_steps: the largest step count; ``None`` uses the learner's ``eval_inner_steps``.
         after_fit: also evaluate when ``fit`` ends.
+        checkpoint: at the end of ``fit``, evaluate the ``"best"`` checkpoint or the ``"last"`` weights.
         filename: name of the JSON file written in ``trainer.log_dir``.
     """
 
-    def __init__(self, max_steps: int | None = None, after_fit: bool = True, filename: str = "meta_test.json") -> None:
+    def __init__(
+        self,
+        max_steps: int | None = None,
+        after_fit: bool = True,
+        checkpoint: Literal["best", "last"] = "best",
+        filename: str = "meta_test.json",
+    ) -> None:
         if max_steps is not None:
             _check_positive_int("max_steps", max_steps, minimum=0)
+        _check_one_of("checkpoint", checkpoint, ("best", "last"))
+        self.checkpoint = checkpoint
         self.max_steps = max_steps
         self.after_fit = after_fit
         self.filename = filename
         self.results: dict[str, Any] | None = None
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.after_fit and not trainer.fast_dev_run:
-            self.evaluate(trainer, pl_module)
+        if not self.after_fit or trainer.fast_dev_run:
+            return
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if self.checkpoint == "best" and best:
+            checkpoint = trainer.strategy.load_checkpoint(best)
+            pl_module.load_state_dict(checkpoint["state_dict"])
+            self.evaluate(trainer, pl_module, checkpoint=best)
+        else:
+            self.evaluate(trainer, pl_module, checkpoint=None)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.evaluate(trainer, pl_module)
+        self.evaluate(trainer, pl_module, checkpoint=trainer.ckpt_path)
 
-    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str | None = None) -> dict[str, Any]:
+        """Evaluate ``pl_module`` as it is now; ``checkpoint`` only names where its weights came from."""
         if not isinstance(pl_module, MetaLearner):
             raise TypeError(f"Expected a lit_meta MetaLearner for MetaTestEvaluation, but got {type(pl_module).__name__}.")
         datamodule = trainer.datamodule
@@ -96,6 +116,7 @@ class MetaTestEvaluation(Callback):
             "num_tasks": values.shape[1],
             "shots": _shots(first, pl_module.is_classifier),
             "steps": {},
+            "checkpoint": None if checkpoint is None else str(checkpoint),
         }
         for k, row in enumerate(values):
             mean, ci95 = mean_ci95(row)
@@ -116,6 +137,7 @@ class MetaTestEvaluation(Callback):
             with open(path, "w") as f:
                 json.dump(results, f, indent=2)
             scale = 100.0 if metric == "accuracy" else 1.0
-            lines = [f"Meta-test {metric} over {results['num_tasks']} tasks, {results['shots']}-shot (mean +- 95% CI):"]
+            source = results["checkpoint"] or "the final weights"
+            lines = [f"Meta-test {metric} of {source} over {results['num_tasks']} tasks, {results['shots']}-shot (mean +- 95% CI):"]
             lines += [f"  {k:>3} steps: {v['mean'] * scale:.4f} +- {v['ci95'] * scale:.4f}" for k, v in results["steps"].items()]
             rank_zero_info("\n".join(lines) + f"\nWritten to {path}")

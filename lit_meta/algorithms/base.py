@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -42,15 +42,24 @@ class MetaLearner(LightningModule, ABC):
             ``"mse"`` for regression.
         eval_inner_steps: adaptation steps during validation, test and predict.
         optimizer: the outer-loop (meta) optimizer, called with the learner's parameters.
+        lr_scheduler: optional schedule of the meta learning rate, stepped after every meta-batch
+            (meta-training is counted in steps; epochs are arbitrary here).
     """
 
-    def __init__(self, loss: Loss, eval_inner_steps: int, optimizer: OptimizerCallable) -> None:
+    def __init__(
+        self,
+        loss: Loss,
+        eval_inner_steps: int,
+        optimizer: OptimizerCallable,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
         super().__init__()
         _check_one_of("loss", loss, LOSSES)
         _check_positive_int("eval_inner_steps", eval_inner_steps, minimum=0)
         self.loss = loss
         self.eval_inner_steps = eval_inner_steps
         self._optimizer_factory = optimizer
+        self._scheduler_factory = lr_scheduler
         with warnings.catch_warnings():
             # Under LightningCLI a backbone is stored as its config; from Python, as the module object
             # itself, so that `load_from_checkpoint(path)` rebuilds the learner in both cases.
@@ -137,7 +146,11 @@ class MetaLearner(LightningModule, ABC):
             self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=stage == "val", batch_size=task.num_tasks)
 
     def configure_optimizers(self) -> Any:
-        return self._optimizer_factory(self.parameters())
+        optimizer = self._optimizer_factory(self.parameters())
+        if self._scheduler_factory is None:
+            return optimizer
+        scheduler = self._scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from typing import Literal
 
 import learn2learn as l2l
 import torch
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -43,6 +43,7 @@ class MAML(MetaLearner):
             statistics).
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
         optimizer: outer-loop optimizer (Adam with lr 1e-3, as in the paper, by default).
+        lr_scheduler: optional schedule of the outer learning rate, stepped every meta-batch.
     """
 
     def __init__(
@@ -55,8 +56,9 @@ class MAML(MetaLearner):
         inner_loop: Literal["clone", "batched"] = "clone",
         loss: Loss = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=optimizer)
+        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=optimizer, lr_scheduler=lr_scheduler)
         _check_type("backbone", backbone, nn.Module)
         _check_positive_float("inner_lr", inner_lr)
         _check_positive_int("inner_steps", inner_steps)

@@ -1,0 +1,96 @@
+"""The `lit-meta` command: every config runs, every argument is visible, bad values are named."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_meta.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def run_cli(*args: str) -> None:
+    main(list(args))
+
+
+def test_there_are_configs():
+    assert CONFIGS, "configs/ holds no YAML"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_runs_with_fast_dev_run(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs log under ./lightning_logs
+    run_cli("fit", "--config", str(config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu")
+    run_cli("validate", "--config", str(config), "--trainer.fast_dev_run", "1", "--trainer.accelerator", "cpu")
+
+
+def test_print_config_shows_every_maml_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--print_config")
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    model = config["model"]["init_args"]
+    assert set(model) == {"backbone", "inner_lr", "inner_steps", "eval_inner_steps", "first_order", "inner_loop", "loss",
+                          "optimizer", "lr_scheduler"}
+    assert model["optimizer"]["init_args"]["lr"] == 0.001
+    assert {"shots", "queries", "eval_shots", "meta_batch_size", "seed"} <= set(config["data"]["init_args"])
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("--data.shots=-3", r"Expected `shots` >= 1, but got -3\."),
+        ("--model.inner_steps=0", r"Expected `inner_steps` >= 1, but got 0\."),
+    ],
+)
+def test_bad_values_stop_with_the_argument_and_value(override, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match=match):
+        run_cli("fit", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), override, "--trainer.fast_dev_run", "1")
+
+
+def test_unknown_loss_name_is_refused_by_the_parser(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--model.loss=l1")
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert 'Parser key "loss"' in err and "Got value: l1" in err
+
+
+def test_fit_then_test_write_meta_test_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--trainer.enable_progress_bar=false",
+              "--data.train_batches_per_epoch=5", "--data.val_tasks=4", "--data.test_tasks=30",
+              "--data.eval_queries=10"]  # fmt: skip
+    run_cli("fit", *common, "--trainer.max_steps=5", "--trainer.check_val_every_n_epoch=1")
+    fit_dir = tmp_path / "lightning_logs" / "version_0"
+    results = json.loads((fit_dir / "meta_test.json").read_text())
+    assert results["metric"] == "mse" and results["num_tasks"] == 30 and results["shots"] == 5
+    assert list(results["steps"]) == [str(k) for k in range(11)]
+    assert all(set(v) == {"mean", "ci95"} and v["ci95"] > 0 for v in results["steps"].values())
+    assert (fit_dir / "hparams.yaml").exists() and list(fit_dir.glob("events.out.tfevents.*"))
+
+    checkpoint = next((fit_dir / "checkpoints").glob("*.ckpt"))
+    run_cli("test", *common, "--data.eval_shots=10", f"--ckpt_path={checkpoint}")
+    results_10 = json.loads((tmp_path / "lightning_logs" / "version_1" / "meta_test.json").read_text())
+    assert results_10["shots"] == 10 and results_10["num_tasks"] == 30
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([str(Path(sys.executable).parent / "lit-meta"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert all(command in result.stdout for command in ("fit", "validate", "test", "predict"))
+
+
+def test_import_without_learn2learn_says_how_to_install():
+    code = "import sys; sys.modules['learn2learn'] = None; import lit_meta"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "lit-meta needs learn2learn 0.2.0, which is not installed" in result.stderr
+    assert "make setup" in result.stderr

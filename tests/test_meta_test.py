@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from callbacks import MetaTestEvaluation, adaptation_curve
+from datamodules import SinusoidDataModule
+from lit_meta.algorithms import MAML
+from lit_meta.functional import mean_ci95
+from lit_meta.models import MLP
+from tests.helpers import BlobsDataModule, build
+
+
+def test_mean_ci95_by_hand():
+    mean, ci = mean_ci95(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    # std (n - 1) = sqrt(5/3); 1.96 * std / sqrt(4)
+    assert mean == pytest.approx(2.5)
+    assert ci == pytest.approx(1.96 * math.sqrt(5 / 3) / 2)
+    assert mean_ci95(torch.tensor([0.7])) == (pytest.approx(0.7), 0.0)
+    with pytest.raises(ValueError, match="Expected at least 1 value to average, but got 0"):
+        mean_ci95(torch.tensor([]))
+
+
+def test_adaptation_curve_of_classifier_is_per_task_accuracy():
+    learner = build("maml", "classification")
+    tasks = BlobsDataModule(batches=2, meta_batch_size=3).tasks
+    curve = adaptation_curve(learner, tasks, steps=2)
+    assert curve.shape == (3, 6)
+    # Row k, task t: accuracy of the predictions after k steps, recomputed here.
+    predictions = learner.evaluate_episode(tasks[1], steps=1)
+    expected = (predictions.argmax(-1) == tasks[1].query_y).float().mean(1)
+    torch.testing.assert_close(curve[1, 3:], expected)
+    assert ((curve >= 0) & (curve <= 1)).all()
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_callback_reports_every_step_with_ci(kind, tmp_path):
+    learner = build("maml", kind)
+    data = (SinusoidDataModule(test_tasks=7, meta_batch_size=3, eval_queries=5) if kind == "regression"
+            else BlobsDataModule(batches=2, meta_batch_size=3))  # fmt: skip
+    callback = MetaTestEvaluation(max_steps=3)
+    trainer = Trainer(callbacks=[callback], logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.test(learner, data, verbose=False)
+    results = callback.results
+    assert results["metric"] == ("mse" if kind == "regression" else "accuracy")
+    assert results["num_tasks"] == (7 if kind == "regression" else 6)
+    assert results["shots"] == (5 if kind == "regression" else 2)
+    assert list(results["steps"]) == ["0", "1", "2", "3"]
+    assert (tmp_path / "meta_test.json").exists()
+
+
+def test_callback_rejects_bad_max_steps():
+    with pytest.raises(ValueError, match=r"Expected `max_steps` >= 0, but got -2\."):
+        MetaTestEvaluation(max_steps=-2)
+
+
+def test_short_run_reduces_sinusoid_mse_far_below_zero_steps():
+    torch.manual_seed(0)
+    learner = MAML(MLP(), inner_lr=0.01, loss="mse", inner_loop="batched")
+    data = SinusoidDataModule(meta_batch_size=25, train_batches_per_epoch=400, test_tasks=100)
+    data.setup("test")
+    untrained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
+    Trainer(max_steps=400, limit_val_batches=0, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False).fit(learner, data)  # fmt: skip
+    trained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
+    # Meta-training makes the 10-step MSE far lower than both the 0-step MSE and an untrained model's.
+    assert trained[10] < 0.5 * trained[0]
+    assert trained[10] < 0.6 * untrained[10]
