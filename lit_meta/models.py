@@ -47,3 +47,50 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+class CNN4(nn.Module):
+    """The standard few-shot convolutional network (Vinyals et al., 2016; Finn et al., 2017).
+
+    ``blocks`` times [3x3 conv (``hidden`` filters, padding 1), BatchNorm, ReLU, 2x2 max-pool], then a
+    linear ``head``. BatchNorm always normalises with the statistics of the batch at hand (no running
+    statistics), as MAML does: a task's support and query sets are normalised by themselves, in
+    training and in evaluation alike.
+
+    Args:
+        in_channels: 1 (Omniglot) or 3 (RGB).
+        out_features: classes per task (``ways``).
+        hidden: filters per convolution (64 in the papers; 32 for MAML on mini-ImageNet).
+        blocks: number of conv blocks.
+        image_size: input height and width (28 for Omniglot, 84 for mini-ImageNet).
+
+    Shape:
+        ``(N, in_channels, image_size, image_size) -> (N, out_features)``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, blocks: int = 4, image_size: int = 28) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_features", out_features), ("hidden", hidden),
+                            ("blocks", blocks), ("image_size", image_size)):  # fmt: skip
+            _check_positive_int(name, value)
+        if image_size < 2**blocks:
+            raise ValueError(f"Expected `image_size` >= {2**blocks} for {blocks} pooling blocks, but got {image_size}.")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(blocks):
+            layers += [
+                nn.Conv2d(channels, hidden, kernel_size=3, padding=1),
+                nn.BatchNorm2d(hidden, track_running_stats=False),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            channels = hidden
+        layers.append(nn.Flatten())
+        self.features = nn.Sequential(*layers)
+        side = image_size
+        for _ in range(blocks):
+            side //= 2
+        self.head = nn.Linear(hidden * side * side, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

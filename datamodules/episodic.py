@@ -1,0 +1,269 @@
+"""Few-shot classification episodes on learn2learn's ``MetaDataset`` / ``Taskset`` and task transforms.
+
+:class:`EpisodicDataModule` turns labelled datasets (one per split) into meta-batches of N-way K-shot
+tasks. A subclass only says how to build each split's dataset (:meth:`EpisodicDataModule.build_split`).
+
+How tasks are chosen (in the main process, by :class:`_EpisodeSampler`) and how they are built (in
+any process, by :class:`_MetaBatches`) are kept apart: a task is a pure function of its key, so the
+same key gives the same task in every run, process and worker count.
+
+- Training: the meta-batch of batch number ``s`` (counted over the whole run) on rank ``r`` holds the
+  tasks keyed ``(seed, r, s, b)``. Ranks draw different tasks; a run resumed from a checkpoint starts
+  at its batch count and sees the tasks an uninterrupted run would.
+- Validation/test: a fixed set of ``val_tasks`` / ``test_tasks`` tasks keyed ``(eval_seed, split, i)``;
+  under DDP rank ``r`` takes tasks ``r, r + W, r + 2W, ...``: each task is evaluated exactly once.
+
+learn2learn's transforms draw from Python's global ``random``; :func:`_sample_task` seeds it from the
+key and restores it afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+
+import learn2learn as l2l
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lit_meta import Task, split_support_query
+from lit_meta._checks import _check_positive_int, _check_type
+
+SPLITS = ("train", "val", "test")
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+TaskKey = tuple[int, ...]
+
+
+def labels_to_indices(labels: Sequence[int]) -> dict[int, list[int]]:
+    """``{label: [sample indices]}``, the bookkeeping ``MetaDataset`` would otherwise build by loading
+    every sample once."""
+    mapping: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        mapping.setdefault(int(label), []).append(index)
+    return mapping
+
+
+def check_split(split: str, class_sizes: dict[str, int], ways: int, per_class: int) -> None:
+    """Fail early, naming the split, the class and the numbers, if no task can be drawn.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        class_sizes: ``{class name: number of samples}`` of the split.
+        ways: classes per task.
+        per_class: samples needed per class (``shots + queries``).
+    """
+    if ways > len(class_sizes):
+        raise ValueError(f"Expected `ways` <= {len(class_sizes)} classes in split {split!r}, but got {ways}.")
+    for name, size in class_sizes.items():
+        if size < per_class:
+            raise ValueError(
+                f"Expected >= {per_class} images (`shots` + `queries`) in class {name!r} of split {split!r}, "
+                f"but got {size}."
+            )
+
+
+class _Episodes:
+    """N-way (K+Q)-shot tasks of one labelled dataset, through learn2learn's task transforms."""
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int], ways: int, shots: int, queries: int) -> None:
+        meta = l2l.data.MetaDataset(dataset, labels_to_indices=labels_to_indices(labels))
+        transforms = [
+            l2l.data.transforms.NWays(meta, n=ways),
+            l2l.data.transforms.KShots(meta, k=shots + queries),
+            l2l.data.transforms.LoadData(meta),
+            l2l.data.transforms.RemapLabels(meta),
+            l2l.data.transforms.ConsecutiveLabels(meta),
+        ]
+        self.taskset = l2l.data.Taskset(meta, task_transforms=transforms, num_tasks=-1)
+        self.ways, self.shots, self.queries = ways, shots, queries
+
+    def task(self, key: TaskKey) -> Task:
+        """The task of ``key``: support ``(1, ways*shots, ...)``, query ``(1, ways*queries, ...)``."""
+        state = random.getstate()
+        random.seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+        try:
+            x, y = self.taskset[0]  # num_tasks=-1: a fresh description from the seeded transforms
+        finally:
+            random.setstate(state)
+        return split_support_query(x[None], torch.as_tensor(y)[None], self.shots, self.queries, self.ways)
+
+
+class _MetaBatches(Dataset):
+    """Builds the meta-batch of a tuple of task keys (the "index" the sampler yields)."""
+
+    def __init__(self, episodes: _Episodes) -> None:
+        self.episodes = episodes
+
+    def __getitem__(self, keys: tuple[TaskKey, ...]) -> Task:
+        tasks = [self.episodes.task(key) for key in keys]
+        return Task(*(torch.cat(parts) for parts in zip(*tasks)))
+
+
+class _EpisodeSampler(DistributedSampler):
+    """Yields the task keys of each meta-batch of this rank.
+
+    A ``DistributedSampler`` so that Lightning leaves it in place: it already splits tasks by rank.
+    """
+
+    def __init__(self, batches: Callable[[], list[tuple[TaskKey, ...]]], length: int) -> None:
+        # DistributedSampler.__init__ would query torch.distributed; nothing of it is needed here.
+        self._batches, self._length = batches, length
+
+    def __iter__(self) -> Iterator[tuple[TaskKey, ...]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return self._length
+
+    def set_epoch(self, epoch: int) -> None:  # the stream is keyed by batch count, not epoch
+        pass
+
+
+class EpisodicDataModule(LightningDataModule, ABC):
+    """Meta-batches of N-way K-shot classification tasks; see the module docstring for sampling.
+
+    A batch is a :class:`~lit_meta.tasks.Task` with support ``(B, ways*shots, C, H, W)`` and query
+    ``(B, ways*queries, C, H, W)`` images and their labels in ``[0, ways)``.
+
+    Args:
+        ways: classes per training task.
+        shots: support images per class in training.
+        queries: query images per class in training.
+        eval_ways: classes per validation/test task (default: ``ways``).
+        eval_shots: support images per class in validation/test (default: ``shots``).
+        eval_queries: query images per class in validation/test (default: ``queries``).
+        meta_batch_size: tasks per batch (per process under DDP).
+        train_batches_per_epoch: training meta-batches per epoch.
+        val_tasks: size of the fixed validation task set.
+        test_tasks: size of the fixed test task set.
+        num_workers: DataLoader worker processes.
+        seed: seed of the training task stream.
+        eval_seed: seed of the validation and test task sets.
+    """
+
+    def __init__(
+        self,
+        ways: int = 5,
+        shots: int = 1,
+        queries: int = 15,
+        eval_ways: int | None = None,
+        eval_shots: int | None = None,
+        eval_queries: int | None = None,
+        meta_batch_size: int = 32,
+        train_batches_per_epoch: int = 500,
+        val_tasks: int = 200,
+        test_tasks: int = 600,
+        num_workers: int = 0,
+        seed: int = 0,
+        eval_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        for name in ("ways", "shots", "queries", "meta_batch_size", "train_batches_per_epoch", "val_tasks", "test_tasks"):
+            _check_positive_int(name, locals()[name])
+        for name in ("eval_ways", "eval_shots", "eval_queries"):
+            if locals()[name] is not None:
+                _check_positive_int(name, locals()[name])
+        _check_positive_int("num_workers", num_workers, minimum=0)
+        _check_type("seed", seed, int)
+        _check_type("eval_seed", eval_seed, int)
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.eval_ways = ways if eval_ways is None else eval_ways
+        self.eval_shots = shots if eval_shots is None else eval_shots
+        self.eval_queries = queries if eval_queries is None else eval_queries
+        self.meta_batch_size = meta_batch_size
+        self.train_batches_per_epoch = train_batches_per_epoch
+        self.num_tasks = {"val": val_tasks, "test": test_tasks}
+        self.num_workers = num_workers
+        self.seed, self.eval_seed = seed, eval_seed
+        self._episodes: dict[str, _Episodes] = {}
+
+    # ---- what a subclass provides ----------------------------------------------------------------
+    @abstractmethod
+    def build_split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
+        """The labelled dataset of ``split`` (``"train"``, ``"val"`` or ``"test"``).
+
+        Returns:
+            ``(dataset, labels, class_names)``: ``dataset[i]`` is ``(image (C, H, W), label)``,
+            ``labels[i]`` its label without loading it, ``class_names[label]`` a readable name
+            (used in error messages).
+        """
+
+    # ---- Lightning hooks -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        for split in splits:
+            if split not in self._episodes:
+                self._episodes[split] = self._build_episodes(split)
+
+    def _build_episodes(self, split: str) -> _Episodes:
+        dataset, labels, class_names = self.build_split(split)
+        ways, shots, queries = self.task_shape(split)
+        sizes = {class_names[label]: len(indices) for label, indices in labels_to_indices(labels).items()}
+        check_split(split, sizes, ways, shots + queries)
+        return _Episodes(dataset, labels, ways, shots, queries)
+
+    def task_shape(self, split: str) -> tuple[int, int, int]:
+        """``(ways, shots, queries)`` of the tasks of ``split``."""
+        if split == "train":
+            return self.ways, self.shots, self.queries
+        return self.eval_ways, self.eval_shots, self.eval_queries
+
+    def episodes(self, split: str) -> _Episodes:
+        if split not in self._episodes:
+            self._episodes[split] = self._build_episodes(split)
+        return self._episodes[split]
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", _EpisodeSampler(self._train_batches, self.train_batches_per_epoch))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    # ---- which tasks ------------------------------------------------------------------------------
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _batches_done(self) -> int:
+        """Training batches this run has already consumed (restored from a checkpoint on resume)."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
+
+    def _train_batches(self) -> list[tuple[TaskKey, ...]]:
+        rank, _ = self._rank_and_world()
+        start = self._batches_done()
+        return [
+            tuple((self.seed, rank, step, b) for b in range(self.meta_batch_size))
+            for step in range(start, start + self.train_batches_per_epoch)
+        ]
+
+    def eval_task_keys(self, split: str) -> list[TaskKey]:
+        """Keys of this rank's share of the fixed ``split`` tasks (all of them without DDP)."""
+        rank, world = self._rank_and_world()
+        return [(self.eval_seed, _SPLIT_IDS[split], i) for i in range(rank, self.num_tasks[split], world)]
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        keys = self.eval_task_keys(split)
+        size = self.meta_batch_size
+        batches = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
+        return self._loader(split, _EpisodeSampler(lambda: batches, len(batches)))
+
+    def _loader(self, split: str, sampler: _EpisodeSampler) -> DataLoader:
+        return DataLoader(
+            _MetaBatches(self.episodes(split)),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,162 @@
+"""The user's own few-shot problem: ``root/<class>/<image>`` folders."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.episodic import SPLITS, EpisodicDataModule
+from datamodules.images import IMAGE_SUFFIXES, ImageClasses, decode_image
+from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
+
+
+def list_classes(root: str) -> dict[str, list[str]]:
+    """``{class: [image paths]}`` of ``root/<class>/<image>``, sorted; hidden files are ignored.
+
+    Raises:
+        FileNotFoundError: if ``root`` does not exist.
+        ValueError: if ``root`` holds no class folder, a class folder holds no image, or a file is
+            not an image.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"Expected a folder of class folders at {root!r}, but got no such folder.")
+    classes: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(folder):
+            continue
+        files = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+        for file in files:
+            if not file.lower().endswith(IMAGE_SUFFIXES) or not os.path.isfile(os.path.join(folder, file)):
+                raise ValueError(
+                    f"Expected only image files ({', '.join(IMAGE_SUFFIXES)}) in class {name!r} of {root!r}, but got {file!r}."
+                )
+        if not files:
+            raise ValueError(f"Expected >= 1 image in class {name!r} of {root!r}, but got an empty folder.")
+        classes[name] = [os.path.join(folder, f) for f in files]
+    if not classes:
+        raise ValueError(f"Expected class folders (root/<class>/<image>) in {root!r}, but got none.")
+    return classes
+
+
+def split_classes(
+    names: Sequence[str], splits: dict[str, list[str]] | tuple[float, float, float], seed: int
+) -> dict[str, list[str]]:
+    """Assign classes to train/val/test, from explicit lists or from ratios (a seeded shuffle).
+
+    Raises:
+        ValueError: on unknown split or class names, a class in two splits, ratios that do not sum
+            to 1, or a split left without classes.
+    """
+    if isinstance(splits, dict):
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"Expected split names among {SPLITS}, but got {sorted(unknown)}.")
+        seen: dict[str, str] = {}
+        for split, classes in splits.items():
+            for name in classes:
+                if name not in names:
+                    raise ValueError(f"Expected class {name!r} of split {split!r} to be a folder of the root, but got no such class.")
+                if name in seen:
+                    raise ValueError(f"Expected each class in one split, but got {name!r} in {seen[name]!r} and {split!r}.")
+                seen[name] = split
+        assigned = {split: list(splits.get(split, [])) for split in SPLITS}
+    else:
+        if len(splits) != 3 or any(r < 0 for r in splits) or abs(sum(splits) - 1.0) > 1e-6:
+            raise ValueError(f"Expected three non-negative class ratios (train, val, test) summing to 1, but got {tuple(splits)}.")
+        order = list(names)
+        random.Random(seed).shuffle(order)
+        n_train = round(splits[0] * len(order))
+        n_val = round(splits[1] * len(order))
+        assigned = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    for split, classes in assigned.items():
+        if not classes:
+            raise ValueError(f"Expected >= 1 class in split {split!r}, but got 0 of {len(names)} classes.")
+    return assigned
+
+
+class ImageFolderDataModule(EpisodicDataModule):
+    """Few-shot episodes from your own images: ``root/<class>/<image>``.
+
+    Classes (not images) are split into train, validation and test, either by explicit lists
+    (``splits: {train: [a, b], val: [c], test: [d, e]}``) or by ratios of a seeded shuffle
+    (``splits: [0.6, 0.2, 0.2]``). Images are decoded once, converted to ``channels`` and resized to
+    ``image_size``; every unreadable image stops with an error naming it.
+
+    Args:
+        root: folder of class folders.
+        splits: class lists per split, or ``(train, val, test)`` ratios.
+        split_seed: seed of the ratio split.
+        channels: 1 (grayscale) or 3 (RGB).
+        image_size: height and width after resizing.
+        mean: per-channel mean subtracted after scaling pixels to [0, 1].
+        std: per-channel standard deviation divided by after that.
+        ways, shots, queries, eval_ways, eval_shots, eval_queries, meta_batch_size,
+        train_batches_per_epoch, val_tasks, test_tasks, num_workers, seed, eval_seed: see
+            :class:`~datamodules.episodic.EpisodicDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        splits: dict[str, list[str]] | tuple[float, float, float] = (0.6, 0.2, 0.2),
+        split_seed: int = 0,
+        channels: Literal[1, 3] = 3,
+        image_size: int = 84,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        ways: int = 5,
+        shots: int = 1,
+        queries: int = 15,
+        eval_ways: int | None = None,
+        eval_shots: int | None = None,
+        eval_queries: int | None = None,
+        meta_batch_size: int = 32,
+        train_batches_per_epoch: int = 500,
+        val_tasks: int = 200,
+        test_tasks: int = 600,
+        num_workers: int = 0,
+        seed: int = 0,
+        eval_seed: int = 1234,
+    ) -> None:
+        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
+                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
+                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
+                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        _check_type("root", root, (str, os.PathLike))
+        _check_one_of("channels", channels, (1, 3))
+        _check_positive_int("image_size", image_size)
+        _check_type("split_seed", split_seed, int)
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None and len(value) not in (1, channels):
+                raise ValueError(f"Expected `{name}` of 1 or {channels} values, but got {len(value)}.")
+        self.save_hyperparameters()
+        self.root, self.splits, self.split_seed = os.fspath(root), splits, split_seed
+        self.channels, self.image_size = channels, image_size
+        self.mean = tuple(mean) if mean is not None else (0.0,)
+        self.std = tuple(std) if std is not None else (1.0,)
+        self._assignment: dict[str, list[str]] | None = None
+        self._files: dict[str, list[str]] | None = None
+
+    def class_splits(self) -> dict[str, list[str]]:
+        """``{split: [class names]}``."""
+        if self._assignment is None:
+            self._files = list_classes(self.root)
+            self._assignment = split_classes(list(self._files), self.splits, self.split_seed)
+        return self._assignment
+
+    def build_split(self, split: str) -> tuple[Dataset, list[int], list[str]]:
+        class_names = self.class_splits()[split]
+        images, labels = [], []
+        for label, name in enumerate(class_names):
+            for path in self._files[name]:
+                with open(path, "rb") as f:
+                    images.append(decode_image(f.read(), path, self.channels, self.image_size))
+                labels.append(label)
+        dataset = ImageClasses(torch.stack(images), labels, class_names, mean=self.mean, std=self.std)
+        return dataset, labels, class_names

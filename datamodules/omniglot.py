@@ -1,0 +1,194 @@
+"""Omniglot (Lake et al., 2015) few-shot episodes, read straight from the official zips."""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets.utils import check_integrity, download_url
+
+from datamodules.episodic import EpisodicDataModule
+from datamodules.images import ImageClasses, decode_image
+from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
+
+# The authors' files, as torchvision's Omniglot downloads them.
+URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
+MD5 = {
+    "images_background": "68d2efa1b9178cc56df9314c21c6e718",
+    "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+    "images_background_small1": "e704a628b5459e08445c13499850abc4",
+    "images_background_small2": "b75a71a51d3b13f821f212756fe481fd",
+}
+# Split -> (archives of train, archives of val/test). "standard" cuts its 1,623 characters below.
+SPLITS = {
+    "standard": (("images_background", "images_evaluation"), ()),
+    "minimal": (("images_background_small1",), ("images_background_small2",)),
+    "minimal_reverse": (("images_background_small2",), ("images_background_small1",)),
+}
+# The common split (Vinyals et al., 2016; Snell et al., 2017): 1,200 meta-train characters (1,028
+# train + 172 validation) and 423 test characters, in archive/alphabet/character order.
+STANDARD_TRAIN, STANDARD_VAL = 1028, 172
+_ENTRY = re.compile(r"^(?P<archive>[^/]+)/(?P<alphabet>[^/]+)/(?P<character>[^/]+)/(?P<file>[^/]+\.png)$")
+
+
+def read_archive(path: str, archive: str, size: int) -> dict[str, list[torch.Tensor]]:
+    """Decode every image of one Omniglot zip.
+
+    Args:
+        path: the zip file.
+        archive: its expected top folder, e.g. ``"images_background_small1"``.
+        size: output height and width.
+
+    Returns:
+        ``{"<alphabet>/<character>": [(1, size, size) uint8 images]}``, strokes bright on black, in
+        sorted order.
+
+    Raises:
+        ValueError: if the file is not a zip, holds no ``<archive>/<alphabet>/<character>/*.png``, or
+            an image is unreadable.
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"Expected an Omniglot zip archive in {path!r}, but got a file that is not a zip ({err}).") from err
+    characters: dict[str, list[torch.Tensor]] = {}
+    with zf:
+        names = sorted(name for name in zf.namelist() if not name.endswith("/"))
+        for name in names:
+            match = _ENTRY.match(name)
+            if match is None or match["archive"] != archive:
+                continue
+            image = decode_image(zf.read(name), f"{path}:{name}", channels=1, size=size, invert=True)
+            characters.setdefault(f"{match['alphabet']}/{match['character']}", []).append(image)
+    if not characters:
+        example = names[0] if names else "nothing"
+        raise ValueError(
+            f"Expected Omniglot images '{archive}/<alphabet>/<character>/*.png' in {path!r}, but got {example!r} "
+            f"among {len(names)} files."
+        )
+    return characters
+
+
+class OmniglotDataModule(EpisodicDataModule):
+    """Omniglot N-way K-shot classification (Lake et al., 2015).
+
+    Reads the authors' zips from ``data_dir`` (which may be read-only; nothing is written next to
+    them) and decodes the images once per run. Missing zips are downloaded there when ``download`` is
+    set and a network is reachable.
+
+    Splits (``split``):
+        - ``"standard"``: ``images_background`` + ``images_evaluation``, 1,623 characters; the first
+          1,028 train, the next 172 validate, the last 423 test (the common 1,200-character
+          meta-train split).
+        - ``"minimal"``: train on ``images_background_small1`` (136 characters), validate and test
+          on ``images_background_small2`` (156 characters; different tasks for each).
+        - ``"minimal_reverse"``: the reverse.
+
+    With ``train_rotations``, every training character also appears rotated by 90, 180 and 270
+    degrees as three new classes (Santoro et al., 2016), 4x the training classes.
+
+    Args:
+        data_dir: folder holding (or receiving) the zips.
+        split: see above.
+        image_size: images are resized to ``image_size x image_size`` (28 in most papers).
+        train_rotations: add rotated training classes.
+        download: fetch missing zips from the authors' repository.
+        ways, shots, queries, eval_ways, eval_shots, eval_queries, meta_batch_size,
+        train_batches_per_epoch, val_tasks, test_tasks, num_workers, seed, eval_seed: see
+            :class:`~datamodules.episodic.EpisodicDataModule`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/omniglot",
+        split: Literal["standard", "minimal", "minimal_reverse"] = "standard",
+        image_size: int = 28,
+        train_rotations: bool = True,
+        download: bool = True,
+        ways: int = 5,
+        shots: int = 1,
+        queries: int = 15,
+        eval_ways: int | None = None,
+        eval_shots: int | None = None,
+        eval_queries: int | None = None,
+        meta_batch_size: int = 32,
+        train_batches_per_epoch: int = 500,
+        val_tasks: int = 200,
+        test_tasks: int = 600,
+        num_workers: int = 0,
+        seed: int = 0,
+        eval_seed: int = 1234,
+    ) -> None:
+        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
+                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
+                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
+                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        _check_type("data_dir", data_dir, (str, os.PathLike))
+        _check_one_of("split", split, tuple(SPLITS))
+        _check_positive_int("image_size", image_size)
+        _check_type("train_rotations", train_rotations, bool)
+        _check_type("download", download, bool)
+        self.save_hyperparameters()
+        self.data_dir, self.split, self.image_size = os.fspath(data_dir), split, image_size
+        self.train_rotations, self.download = train_rotations, download
+        self._characters: dict[str, list[tuple[str, list[torch.Tensor]]]] | None = None
+
+    def prepare_data(self) -> None:
+        train, evaluation = SPLITS[self.split]
+        for archive in train + evaluation:
+            self._archive_path(archive)
+
+    def _archive_path(self, archive: str) -> str:
+        path = os.path.join(self.data_dir, f"{archive}.zip")
+        if not os.path.exists(path):
+            if not self.download:
+                raise FileNotFoundError(
+                    f"Expected the Omniglot archive {path!r} for split {self.split!r}, but got no such file "
+                    f"(set `download: true` to fetch it from {URL})."
+                )
+            download_url(f"{URL}/{archive}.zip", self.data_dir, f"{archive}.zip", MD5[archive])
+        elif self.download and not check_integrity(path, MD5[archive]):
+            raise ValueError(f"Expected the official {archive}.zip (md5 {MD5[archive]}) in {path!r}, but its md5 differs.")
+        return path
+
+    def _split_characters(self) -> dict[str, list[tuple[str, list[torch.Tensor]]]]:
+        """``{split: [(character name, images)]}`` for train, val and test."""
+        if self._characters is None:
+            train_archives, eval_archives = SPLITS[self.split]
+
+            def characters(archives: Sequence[str]) -> list[tuple[str, list[torch.Tensor]]]:
+                found = []
+                for archive in archives:
+                    decoded = read_archive(self._archive_path(archive), archive, self.image_size)
+                    found += [(f"{archive}/{name}", images) for name, images in decoded.items()]
+                return found
+
+            if self.split == "standard":
+                every = characters(train_archives)
+                cut = STANDARD_TRAIN + STANDARD_VAL
+                self._characters = {"train": every[:STANDARD_TRAIN], "val": every[STANDARD_TRAIN:cut], "test": every[cut:]}
+            else:
+                evaluation = characters(eval_archives)
+                self._characters = {"train": characters(train_archives), "val": evaluation, "test": evaluation}
+        return self._characters
+
+    def build_split(self, split: str) -> tuple[Dataset, list[int], list[str]]:
+        characters = self._split_characters()[split]
+        rotations = (0, 1, 2, 3) if split == "train" and self.train_rotations else (0,)
+        images = torch.stack([image for _, imgs in characters for image in imgs])
+        labels, class_names, quarter_turns, sources = [], [], [], []
+        for turn in rotations:
+            first = 0
+            for name, imgs in characters:
+                class_names.append(name if turn == 0 else f"{name} (rotated {90 * turn})")
+                labels += [len(class_names) - 1] * len(imgs)
+                quarter_turns += [turn] * len(imgs)
+                sources += range(first, first + len(imgs))
+                first += len(imgs)
+        dataset = ImageClasses(images, labels, class_names, rotations=quarter_turns, sources=sources)
+        return dataset, labels, class_names

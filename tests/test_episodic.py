@@ -1,0 +1,127 @@
+"""EpisodicDataModule: shapes, fixed evaluation tasks, seeded and rank-aware training tasks, resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+
+from datamodules import OmniglotDataModule
+from lit_meta.algorithms import MAML
+from lit_meta.models import CNN4
+from tests.fabricate import minimal_omniglot
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def omniglot_dir(tmp_path_factory):
+    return minimal_omniglot(str(tmp_path_factory.mktemp("omniglot")))
+
+
+def omniglot(omniglot_dir, **kwargs):
+    defaults = dict(data_dir=omniglot_dir, split="minimal", download=False, ways=4, shots=1, queries=3,
+                    meta_batch_size=3, val_tasks=5, test_tasks=7)  # fmt: skip
+    return OmniglotDataModule(**{**defaults, **kwargs})
+
+
+def test_batches_are_meta_batches_with_separate_eval_shape(omniglot_dir):
+    data = omniglot(omniglot_dir, ways=8, shots=2, queries=3, eval_ways=3, eval_shots=1, eval_queries=4)
+    data.setup("fit")
+    train = next(iter(data.train_dataloader()))
+    assert train.support_x.shape == (3, 16, 1, 28, 28) and train.query_x.shape == (3, 24, 1, 28, 28)
+    assert train.support_y[0].tolist() == [c for c in range(8) for _ in range(2)]
+    val = next(iter(data.val_dataloader()))
+    assert val.support_x.shape == (3, 3, 1, 28, 28) and val.query_y.shape == (3, 12)
+    assert sum(b.num_tasks for b in data.val_dataloader()) == 5
+    assert 0.0 <= train.support_x.min() and train.support_x.max() <= 1.0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_eval_tasks_are_the_same_in_every_run_and_worker_count(omniglot_dir, workers):
+    reference = omniglot(omniglot_dir)
+    reference.setup("test")
+    expected = list(reference.test_dataloader())
+    data = omniglot(omniglot_dir, num_workers=workers, seed=99)  # the training seed does not matter
+    data.setup("test")
+    got = list(data.test_dataloader())
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_training_tasks_are_seeded_fresh_and_differ_by_rank(omniglot_dir, monkeypatch):
+    def first_two(seed, rank=0):
+        data = omniglot(omniglot_dir, seed=seed)
+        monkeypatch.setattr(data, "_rank_and_world", lambda: (rank, 2))
+        data.setup("fit")
+        loader = iter(data.train_dataloader())
+        return next(loader).support_x, next(loader).support_x
+
+    a1, a2 = first_two(0)
+    b1, _ = first_two(0)
+    assert torch.equal(a1, b1)
+    assert not torch.equal(a1, a2)
+    assert not torch.equal(a1, first_two(1)[0])
+    assert not torch.equal(a1, first_two(0, rank=1)[0])
+
+
+def test_eval_tasks_are_split_across_ranks_without_duplicates(omniglot_dir, monkeypatch):
+    keys = []
+    for rank in (0, 1):
+        data = omniglot(omniglot_dir)
+        monkeypatch.setattr(data, "_rank_and_world", lambda rank=rank: (rank, 2))
+        keys.append(data.eval_task_keys("val"))
+    assert len(keys[0]) == 3 and len(keys[1]) == 2
+    assert sorted(keys[0] + keys[1]) == sorted(omniglot(omniglot_dir).eval_task_keys("val"))
+
+
+class _Record(Callback):
+    def __init__(self):
+        self.tasks = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.tasks[trainer.global_step] = batch.support_x.clone()
+
+
+def _fit(omniglot_dir, root, max_steps, ckpt_path=None):
+    torch.manual_seed(0)
+    record = _Record()
+    trainer = Trainer(max_steps=max_steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                      callbacks=[record])  # fmt: skip
+    learner = MAML(CNN4(out_features=4, hidden=8), inner_lr=0.4, first_order=True)
+    # A Python-built learner pickles its backbone and optimizer class into the checkpoint.
+    trainer.fit(learner, omniglot(omniglot_dir, train_batches_per_epoch=4), ckpt_path=ckpt_path, weights_only=False)
+    return trainer, record.tasks
+
+
+def test_resumed_run_sees_the_tasks_of_an_uninterrupted_one(omniglot_dir, tmp_path):
+    _, uninterrupted = _fit(omniglot_dir, tmp_path, max_steps=6)
+    first, _ = _fit(omniglot_dir, tmp_path, max_steps=3)
+    first.save_checkpoint(tmp_path / "mid.ckpt")
+    _, resumed = _fit(omniglot_dir, tmp_path, max_steps=6, ckpt_path=tmp_path / "mid.ckpt")
+    assert sorted(resumed) == [3, 4, 5]
+    for step in resumed:
+        assert torch.equal(resumed[step], uninterrupted[step]), f"step {step} differs"
+
+
+def test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once(omniglot_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_episodes.py"), omniglot_dir, str(tmp_path)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["train"][0] != ranks[1]["train"][0]  # first step: different tasks on each rank
+    data = omniglot(omniglot_dir, ways=3, queries=2, meta_batch_size=2, val_tasks=7)
+    data.setup("validate")
+    expected = sorted(row for batch in data.val_dataloader() for row in
+                      torch.stack([batch.support_x.flatten(1).sum(1), batch.query_x.flatten(1).sum(1)], 1).tolist())  # fmt: skip
+    evaluated = sorted(ranks[0]["val"] + ranks[1]["val"])  # one validation (after step 2), no sanity check
+    assert len(expected) == 7
+    torch.testing.assert_close(torch.tensor(evaluated), torch.tensor(expected))
+    assert ranks[0]["metrics"]["val/acc"] == pytest.approx(ranks[1]["metrics"]["val/acc"])  # reduced across ranks
