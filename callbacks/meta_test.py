@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -38,6 +38,17 @@ def adaptation_curve(learner: MetaLearner, tasks: Iterable[Task], steps: int) ->
         targets = task.query_y.expand(steps + 1, *task.query_y.shape)
         rows.append(learner.task_metric(curve.flatten(0, 1), targets.flatten(0, 1)).view(steps + 1, -1))
     return torch.cat(rows, dim=1)
+
+
+def _gather_tasks(pl_module: LightningModule, values: Tensor) -> Tensor:
+    """Concatenate the ``(steps + 1, T_rank)`` values of every rank (ranks may hold unequal shares)."""
+    if pl_module.trainer is None or pl_module.trainer.world_size == 1:
+        return values
+    counts = pl_module.all_gather(torch.tensor(values.shape[1], device=values.device))
+    padded = torch.zeros(values.shape[0], int(counts.max()), device=values.device, dtype=values.dtype)
+    padded[:, : values.shape[1]] = values
+    gathered = pl_module.all_gather(padded)  # (world, steps + 1, max T_rank)
+    return torch.cat([g[:, : int(n)] for g, n in zip(gathered, counts)], dim=1)
 
 
 def _shots(task: Task, classification: bool) -> int:
@@ -103,18 +114,24 @@ class MetaTestEvaluation(Callback):
         datamodule.setup("test")
         loader = datamodule.test_dataloader()
         steps = pl_module.eval_inner_steps if self.max_steps is None else self.max_steps
+        shots: list[int] = []
+
+        def tasks() -> Iterator[Task]:
+            for task in loader:
+                shots.append(_shots(task, pl_module.is_classifier))
+                yield task
+
         was_training = pl_module.training
         pl_module.eval()
         try:
-            # Every rank evaluates the same fixed tasks; rank 0 reports them.
-            values = adaptation_curve(pl_module, loader, steps)
+            # Under DDP each rank evaluates its share of the fixed tasks (the datamodules split them).
+            values = _gather_tasks(pl_module, adaptation_curve(pl_module, tasks(), steps))
         finally:
             pl_module.train(was_training)
-        first = next(iter(loader))
         results = {
             "metric": pl_module.metric_name,
             "num_tasks": values.shape[1],
-            "shots": _shots(first, pl_module.is_classifier),
+            "shots": shots[0],
             "steps": {},
             "checkpoint": None if checkpoint is None else str(checkpoint),
         }
@@ -136,8 +153,8 @@ class MetaTestEvaluation(Callback):
             path = os.path.join(log_dir, self.filename)
             with open(path, "w") as f:
                 json.dump(results, f, indent=2)
-            scale = 100.0 if metric == "accuracy" else 1.0
+            scale, unit = (100.0, "%") if metric == "accuracy" else (1.0, "")
             source = results["checkpoint"] or "the final weights"
             lines = [f"Meta-test {metric} of {source} over {results['num_tasks']} tasks, {results['shots']}-shot (mean +- 95% CI):"]
-            lines += [f"  {k:>3} steps: {v['mean'] * scale:.4f} +- {v['ci95'] * scale:.4f}" for k, v in results["steps"].items()]
+            lines += [f"  {k:>3} steps: {v['mean'] * scale:.4f}{unit} +- {v['ci95'] * scale:.4f}{unit}" for k, v in results["steps"].items()]
             rank_zero_info("\n".join(lines) + f"\nWritten to {path}")

@@ -3,7 +3,7 @@
 :class:`EpisodicDataModule` turns labelled datasets (one per split) into meta-batches of N-way K-shot
 tasks. A subclass only says how to build each split's dataset (:meth:`EpisodicDataModule.build_split`).
 
-How tasks are chosen (in the main process, by :class:`_EpisodeSampler`) and how they are built (in
+How tasks are chosen (in the main process, by :class:`EpisodeSampler`) and how they are built (in
 any process, by :class:`_MetaBatches`) are kept apart: a task is a pure function of its key, so the
 same key gives the same task in every run, process and worker count.
 
@@ -103,7 +103,7 @@ class _MetaBatches(Dataset):
         return Task(*(torch.cat(parts) for parts in zip(*tasks)))
 
 
-class _EpisodeSampler(DistributedSampler):
+class EpisodeSampler(DistributedSampler):
     """Yields the task keys of each meta-batch of this rank.
 
     A ``DistributedSampler`` so that Lightning leaves it in place: it already splits tasks by rank.
@@ -218,7 +218,7 @@ class EpisodicDataModule(LightningDataModule, ABC):
         return self._episodes[split]
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", _EpisodeSampler(self._train_batches, self.train_batches_per_epoch))
+        return self._loader("train", EpisodeSampler(self._train_batches, self.train_batches_per_epoch))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -257,9 +257,9 @@ class EpisodicDataModule(LightningDataModule, ABC):
         keys = self.eval_task_keys(split)
         size = self.meta_batch_size
         batches = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
-        return self._loader(split, _EpisodeSampler(lambda: batches, len(batches)))
+        return self._loader(split, EpisodeSampler(lambda: batches, len(batches)))
 
-    def _loader(self, split: str, sampler: _EpisodeSampler) -> DataLoader:
+    def _loader(self, split: str, sampler: EpisodeSampler) -> DataLoader:
         return DataLoader(
             _MetaBatches(self.episodes(split)),
             sampler=sampler,

@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.episodic import EpisodeSampler
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_range, _check_type
 
@@ -61,20 +62,13 @@ class _TrainStream(Dataset):
 
 
 class _FixedTasks(Dataset):
-    """A fixed task set, indexed by task."""
+    """A fixed task set; an "index" is the tuple of task indices of one meta-batch."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
 
-    def __len__(self) -> int:
-        return self.task.num_tasks
-
-    def __getitem__(self, index: int) -> Task:
-        return Task(*(t[index] for t in self.task))
-
-
-def _stack_tasks(tasks: list[Task]) -> Task:
-    return Task(*(torch.stack(parts) for parts in zip(*tasks)))
+    def __getitem__(self, indices: tuple[int, ...]) -> Task:
+        return Task(*(t[list(indices)] for t in self.task))
 
 
 class SinusoidDataModule(LightningDataModule):
@@ -162,4 +156,10 @@ class SinusoidDataModule(LightningDataModule):
         return self._fixed_loader("test")
 
     def _fixed_loader(self, stage: str) -> DataLoader:
-        return DataLoader(_FixedTasks(self.fixed_tasks(stage)), batch_size=self.hparams.meta_batch_size, collate_fn=_stack_tasks)
+        # Under DDP rank r evaluates tasks r, r + W, ...: each task once (see EpisodicDataModule).
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        tasks = self.fixed_tasks(stage)
+        mine = list(range(rank, tasks.num_tasks, world))
+        size = self.hparams.meta_batch_size
+        batches = [tuple(mine[i : i + size]) for i in range(0, len(mine), size)]
+        return DataLoader(_FixedTasks(tasks), sampler=EpisodeSampler(lambda: batches, len(batches)), batch_size=None)

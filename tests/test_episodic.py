@@ -125,3 +125,5 @@ def test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once(
     assert len(expected) == 7
     torch.testing.assert_close(torch.tensor(evaluated), torch.tensor(expected))
     assert ranks[0]["metrics"]["val/acc"] == pytest.approx(ranks[1]["metrics"]["val/acc"])  # reduced across ranks
+    meta_test = json.loads((tmp_path / "meta_test.json").read_text())
+    assert meta_test["num_tasks"] == 5  # 3 on rank 0 + 2 on rank 1, gathered
