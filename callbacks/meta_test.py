@@ -147,8 +147,8 @@ class MetaTestEvaluation(Callback):
         scalars = {f"meta_test/{metric}_step{k}": v["mean"] for k, v in results["steps"].items()}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
-            log_dir = trainer.log_dir or trainer.default_root_dir
             os.makedirs(log_dir, exist_ok=True)
             path = os.path.join(log_dir, self.filename)
             with open(path, "w") as f:

@@ -92,7 +92,7 @@ def test_unknown_loss_name_is_refused_by_the_parser(capsys, tmp_path, monkeypatc
 
 def test_fit_then_test_write_meta_test_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    common = ["--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--trainer.enable_progress_bar=false",
+    common = ["--config", str(ROOT / "configs" / "sinusoid_maml.yaml"),
               "--data.train_batches_per_epoch=5", "--data.val_tasks=4", "--data.test_tasks=30",
               "--data.eval_queries=10"]  # fmt: skip
     run_cli("fit", *common, "--trainer.max_steps=5", "--trainer.check_val_every_n_epoch=1")

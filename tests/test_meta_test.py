@@ -58,10 +58,10 @@ def test_callback_rejects_bad_max_steps():
 def test_short_run_reduces_sinusoid_mse_far_below_zero_steps():
     torch.manual_seed(0)
     learner = MAML(MLP(), inner_lr=0.01, loss="mse", inner_loop="batched")
-    data = SinusoidDataModule(meta_batch_size=25, train_batches_per_epoch=400, test_tasks=100)
+    data = SinusoidDataModule(meta_batch_size=25, train_batches_per_epoch=1000, test_tasks=100)
     data.setup("test")
     untrained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
-    Trainer(max_steps=400, limit_val_batches=0, logger=False, enable_checkpointing=False,
+    Trainer(max_steps=1000, limit_val_batches=0, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False).fit(learner, data)  # fmt: skip
     trained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
     # Meta-training makes the 10-step MSE far lower than both the 0-step MSE and an untrained model's.
