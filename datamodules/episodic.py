@@ -66,6 +66,21 @@ def check_split(split: str, class_sizes: dict[str, int], ways: int, per_class: i
             )
 
 
+def rank_and_world(trainer: object | None) -> tuple[int, int]:
+    """``(global rank, world size)`` of ``trainer``; ``(0, 1)`` without one."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def rank_share_batches(items: Sequence, batch_size: int, rank: int, world: int) -> list[tuple]:
+    """Rank ``rank``'s share of a fixed evaluation set, in meta-batches of ``batch_size``.
+
+    Rank ``r`` of ``W`` takes items ``r, r + W, r + 2W, ...``, so every item is evaluated exactly once
+    (ranks may get one item more or less: nothing is padded or repeated).
+    """
+    mine = list(items[rank::world])
+    return [tuple(mine[i : i + batch_size]) for i in range(0, len(mine), batch_size)]
+
+
 class _Episodes:
     """N-way (K+Q)-shot tasks of one labelled dataset, through learn2learn's task transforms."""
 
@@ -231,8 +246,7 @@ class EpisodicDataModule(LightningDataModule, ABC):
 
     # ---- which tasks ------------------------------------------------------------------------------
     def _rank_and_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return rank_and_world(self.trainer)
 
     def _batches_done(self) -> int:
         """Training batches this run has already consumed (restored from a checkpoint on resume)."""
@@ -250,13 +264,14 @@ class EpisodicDataModule(LightningDataModule, ABC):
 
     def eval_task_keys(self, split: str) -> list[TaskKey]:
         """Keys of this rank's share of the fixed ``split`` tasks (all of them without DDP)."""
-        rank, world = self._rank_and_world()
-        return [(self.eval_seed, _SPLIT_IDS[split], i) for i in range(rank, self.num_tasks[split], world)]
+        return [key for batch in self._eval_batches(split) for key in batch]
+
+    def _eval_batches(self, split: str) -> list[tuple[TaskKey, ...]]:
+        keys = [(self.eval_seed, _SPLIT_IDS[split], i) for i in range(self.num_tasks[split])]
+        return rank_share_batches(keys, self.meta_batch_size, *self._rank_and_world())
 
     def _eval_loader(self, split: str) -> DataLoader:
-        keys = self.eval_task_keys(split)
-        size = self.meta_batch_size
-        batches = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
+        batches = self._eval_batches(split)
         return self._loader(split, EpisodeSampler(lambda: batches, len(batches)))
 
     def _loader(self, split: str, sampler: EpisodeSampler) -> DataLoader:

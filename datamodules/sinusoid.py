@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.episodic import EpisodeSampler
+from datamodules.episodic import EpisodeSampler, rank_and_world, rank_share_batches
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_range, _check_type
 
@@ -124,7 +124,7 @@ class SinusoidDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         if self._train_generator is None:
             # Different ranks must draw different tasks; `global_rank` is 0 without a Trainer.
-            rank = self.trainer.global_rank if self.trainer is not None else 0
+            rank, _ = rank_and_world(self.trainer)
             self._train_generator = torch.Generator().manual_seed(self.hparams.seed * 1000003 + rank)
 
     def _sample(self, num_tasks: int, shots: int, queries: int, generator: torch.Generator) -> Task:
@@ -156,10 +156,6 @@ class SinusoidDataModule(LightningDataModule):
         return self._fixed_loader("test")
 
     def _fixed_loader(self, stage: str) -> DataLoader:
-        # Under DDP rank r evaluates tasks r, r + W, ...: each task once (see EpisodicDataModule).
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         tasks = self.fixed_tasks(stage)
-        mine = list(range(rank, tasks.num_tasks, world))
-        size = self.hparams.meta_batch_size
-        batches = [tuple(mine[i : i + size]) for i in range(0, len(mine), size)]
+        batches = rank_share_batches(range(tasks.num_tasks), self.hparams.meta_batch_size, *rank_and_world(self.trainer))
         return DataLoader(_FixedTasks(tasks), sampler=EpisodeSampler(lambda: batches, len(batches)), batch_size=None)
