@@ -6,8 +6,9 @@ Everything here is a plain function of tensors, so tests call it without a Train
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -79,3 +80,57 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
         raise ValueError("Expected at least 1 value to average, but got 0.")
     std = values.std(unbiased=True).item() if n > 1 else 0.0
     return values.mean().item(), 1.96 * std / math.sqrt(n)
+
+
+def prototypes(support_embeddings: Tensor, support_labels: Tensor, ways: int) -> Tensor:
+    """Class prototypes: the mean embedding of each class's support samples (Snell et al., 2017, eq. 1).
+
+    Args:
+        support_embeddings: ``(B, Ns, D)``.
+        support_labels: ``(B, Ns)`` class indices in ``[0, ways)``.
+        ways: classes per task.
+
+    Returns:
+        ``(B, ways, D)`` prototypes.
+    """
+    one_hot = F.one_hot(support_labels, ways).to(support_embeddings.dtype)  # (B, Ns, ways)
+    sums = one_hot.transpose(1, 2) @ support_embeddings  # (B, ways, D)
+    return sums / one_hot.sum(1).unsqueeze(-1)
+
+
+def prototype_logits(query_embeddings: Tensor, prototypes: Tensor, distance: str = "euclidean", scale: float = 1.0) -> Tensor:
+    """Logits of each query for each class: ``-||q - c_k||^2`` (Snell et al., 2017, eq. 2) or
+    ``scale * cos(q, c_k)``.
+
+    Args:
+        query_embeddings: ``(B, Nq, D)``.
+        prototypes: ``(B, ways, D)``.
+        distance: ``"euclidean"`` (squared Euclidean distance) or ``"cosine"``.
+        scale: multiplies cosine similarities (in ``[-1, 1]``, too flat for a softmax on their own).
+
+    Returns:
+        ``(B, Nq, ways)`` logits.
+    """
+    if distance == "euclidean":
+        # The explicit difference, not the expanded ||q||^2 - 2 q.c + ||c||^2: exact, and its gradient
+        # is defined at zero distance (torch.cdist's is not).
+        return -(query_embeddings.unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
+    if distance == "cosine":
+        return scale * F.normalize(query_embeddings, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
+    raise ValueError(f"Expected `distance` to be one of 'euclidean', 'cosine', but got {distance!r}.")
+
+
+def reptile_displacement(weight: Tensor, adapted: Sequence[Tensor]) -> Tensor:
+    """Reptile's outer-step direction for one parameter, ``mean_i(phi_i - theta)``.
+
+    Reptile updates ``theta <- theta + epsilon * mean_i(phi_i - theta)`` (Nichol, Achiam and Schulman,
+    "On First-Order Meta-Learning Algorithms", 2018, algorithm 2).
+
+    Args:
+        weight: ``theta``, any shape.
+        adapted: the task-adapted ``phi_i``, one per task, shaped like ``weight``.
+
+    Returns:
+        The mean displacement, shaped like ``weight``.
+    """
+    return (torch.stack(list(adapted)) - weight).mean(0)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_one_of, _check_positive_int
+from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -104,3 +104,89 @@ class CNN4(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+class _ResidualBlock(nn.Module):
+    """One ResNet-12 block: three [3x3 conv, BatchNorm] (LeakyReLU between), a 1x1 conv + BatchNorm
+    shortcut, add, LeakyReLU, 2x2 max-pool."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels, track_running_stats=False),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels, track_running_stats=False),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels, track_running_stats=False),
+        )
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(out_channels, track_running_stats=False),
+        )
+        self.activation = nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.activation(self.body(x) + self.shortcut(x)))
+
+
+class ResNet12(nn.Module):
+    """The few-shot ResNet-12 (Oreshkin et al., 2018; Lee et al., 2019).
+
+    ``len(channels)`` residual blocks, each three [3x3 conv (no bias, padding 1), BatchNorm] with
+    LeakyReLU(0.1) after the first two, plus a 1x1 conv + BatchNorm shortcut; the sum goes through
+    LeakyReLU(0.1) and a 2x2 max-pool. Then global average pooling and a linear ``head``, so the
+    embedding (``features``) has ``channels[-1]`` entries whatever the image size. BatchNorm always
+    normalises with the statistics of the batch at hand (no running statistics), as MAML does: a
+    task's support and query sets are normalised by themselves, in training and in evaluation alike.
+
+    Args:
+        in_channels: 1 (Omniglot) or 3 (RGB).
+        out_features: classes per task (``ways``).
+        channels: filters of each block (``(64, 160, 320, 640)`` in the papers).
+        image_size: input height and width (28 for Omniglot, 84 for mini-ImageNet); only checked to
+            be large enough for the ``len(channels)`` max-pools.
+        dropout: probability of zeroing an embedding entry before the ``head`` (training mode only;
+            ``features`` itself is deterministic). Dropout draws random numbers, so ``torch.func.vmap``
+            (MAML's ``inner_loop`` ``"batched"``) refuses it in training mode: keep 0 there.
+
+    Shape:
+        ``(N, in_channels, image_size, image_size) -> (N, out_features)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_features: int = 5,
+        channels: tuple[int, ...] = (64, 160, 320, 640),
+        image_size: int = 84,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_features", out_features), ("image_size", image_size)):
+            _check_positive_int(name, value)
+        if len(channels) == 0:
+            raise ValueError(f"Expected `channels` to have at least 1 block, but got {channels!r}.")
+        for width in channels:
+            _check_positive_int("channels", width)
+        blocks = len(channels)
+        if image_size < 2**blocks:
+            raise ValueError(f"Expected `image_size` >= {2**blocks} for {blocks} pooling blocks, but got {image_size}.")
+        _check_positive_float("dropout", dropout, allow_zero=True)
+        if dropout >= 1:
+            raise ValueError(f"Expected `dropout` < 1, but got {dropout}.")
+        layers: list[nn.Module] = []
+        width = in_channels
+        for size in channels:
+            layers.append(_ResidualBlock(width, size))
+            width = size
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(width, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.dropout(self.features(x)))

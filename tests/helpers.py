@@ -6,21 +6,39 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lit_meta.algorithms import MAML, MetaLearner
+from lit_meta.algorithms import ANIL, MAML, MatchingNetworks, MetaLearner, MetaSGD, PrototypicalNetworks, Reptile
 from lit_meta.models import MLP
 from tests.conftest import make_classification_task
 
 WAYS, FEATURES = 3, 4
 
-# Every algorithm in lit_meta.algorithms, for regression and classification. A new algorithm must be
-# added here: tests/test_contract.py fails until it is.
+
+def _mlp(out: int) -> MLP:
+    return MLP(FEATURES if out == WAYS else 1, (8,), out)
+
+
+# Every algorithm in lit_meta.algorithms, built by (output size, loss). A new algorithm must be added
+# here: tests/test_contract.py fails until it is.
 LEARNERS = {
-    "maml": lambda out, loss: MAML(MLP(FEATURES if out == WAYS else 1, (8,), out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
-    "maml_batched": lambda out, loss: MAML(MLP(FEATURES if out == WAYS else 1, (8,), out), inner_lr=0.1, loss=loss,
-                                           eval_inner_steps=2, inner_loop="batched"),
-    "fomaml": lambda out, loss: MAML(MLP(FEATURES if out == WAYS else 1, (8,), out), inner_lr=0.1, loss=loss,
-                                     eval_inner_steps=2, first_order=True),
-}  # fmt: skip
+    "maml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
+    "maml_batched": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"),
+    "fomaml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, first_order=True),
+    "metasgd": lambda out, loss: MetaSGD(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
+    "metasgd_batched": lambda out, loss: MetaSGD(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"),
+    "anil": lambda out, loss: ANIL(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
+    "anil_batched": lambda out, loss: ANIL(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"),
+    "reptile": lambda out, loss: Reptile(_mlp(out), inner_lr=0.1, inner_steps=2, loss=loss, eval_inner_steps=2),
+    "protonet": lambda out, loss: PrototypicalNetworks(_mlp(out)),
+    "protonet_cosine": lambda out, loss: PrototypicalNetworks(_mlp(out), distance="cosine"),
+    "matching": lambda out, loss: MatchingNetworks(_mlp(out)),
+    "matching_fce": lambda out, loss: MatchingNetworks(_mlp(out), fce=True, fce_steps=2),
+}
+
+# Metric-based learners classify; they have no regression form.
+CLASSIFIERS_ONLY = {"protonet", "protonet_cosine", "matching", "matching_fce"}
+
+CASES = [(name, kind) for name in sorted(LEARNERS) for kind in ("regression", "classification")
+         if kind == "classification" or name not in CLASSIFIERS_ONLY]  # fmt: skip
 
 
 def build(name: str, task: str) -> MetaLearner:

@@ -109,6 +109,10 @@ class MetaLearner(LightningModule, ABC):
     # ---- Lightning steps ------------------------------------------------------------------------
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         predictions = self.episode(batch, training=True)
+        return self.log_training(predictions, batch)
+
+    def log_training(self, predictions: Tensor, batch: Task) -> Tensor:
+        """Log ``train/loss`` (and ``train/acc``) of query predictions ``(B, Nq, *out)``; returns the loss."""
         loss = self.task_losses(predictions, batch.query_y).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_tasks)
         if self.is_classifier:

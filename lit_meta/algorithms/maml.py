@@ -70,15 +70,27 @@ class MAML(MetaLearner):
         self.inner_steps = inner_steps
         self.first_order = first_order
         self.inner_loop = inner_loop
-        self.maml = l2l.algorithms.MAML(backbone, lr=inner_lr, first_order=first_order)
+        body, adapted = self.split(backbone)
+        self.body = body
+        self.maml = self.wrap(adapted)
 
-    @property
-    def backbone(self) -> nn.Module:
-        return self.maml.module
+    # ---- what a variant changes (ANIL: which part adapts; Meta-SGD: the learner that adapts it) ----
+    def split(self, backbone: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """``(body, adapted)``: the body is meta-learned but never adapted (MAML: no body)."""
+        return nn.Identity(), backbone
 
+    def wrap(self, adapted: nn.Module) -> l2l.algorithms.MAML | l2l.algorithms.MetaSGD:
+        """The learn2learn learner whose ``clone()``/``adapt()`` run the inner loop."""
+        return l2l.algorithms.MAML(adapted, lr=self.inner_lr, first_order=self.first_order)
+
+    def inner_lrs(self) -> float | dict[str, Tensor]:
+        """The inner step size: one number, or one tensor per adapted parameter (Meta-SGD)."""
+        return self.inner_lr
+
+    # ---------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """The meta-learned (unadapted) network: ``(N, *input_shape) -> (N, *out)``."""
-        return self.maml(x)
+        return self.maml(self.body(x))
 
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         if steps is None:
@@ -92,28 +104,30 @@ class MAML(MetaLearner):
         """One learn2learn clone per task; returns query predictions ``(B, Nq, *out)`` per recorded step."""
         per_task = []
         for support_x, support_y, query_x in zip(task.support_x, task.support_y, task.query_x):
-            learner = self.maml.clone(first_order=not second_order)
+            support_x, query_x = self.body(support_x), self.body(query_x)  # computed once, not per step
+            learner = self.maml.clone()
             predictions = []
             for _ in range(steps):
                 if every_step:
                     predictions.append(learner(query_x))
                 support_loss = task_losses(learner(support_x)[None], support_y[None], self.loss)[0]
-                learner.adapt(support_loss)
+                learner.adapt(support_loss, first_order=not second_order)
             predictions.append(learner(query_x))
             per_task.append(predictions)
         return [torch.stack(step) for step in zip(*per_task)]
 
     def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
         """All tasks at once: ``vmap`` over tasks of ``steps`` functional SGD steps."""
-        module = self.backbone
+        module = self.maml.module
         params = dict(module.named_parameters())
         buffers = dict(module.named_buffers())
-        loss_name = self.loss
+        loss_name, inner_lrs, body = self.loss, self.inner_lrs(), self.body
 
         def support_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
             return task_losses(functional_call(module, (p, buffers), (x,))[None], y[None], loss_name)[0]
 
         def adapt_one(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> list[Tensor]:
+            support_x, query_x = body(support_x), body(query_x)
             p, predictions = params, []
             for _ in range(steps):
                 if every_step:
@@ -121,7 +135,7 @@ class MAML(MetaLearner):
                 grads = grad(support_loss)(p, support_x, support_y)
                 if not second_order:
                     grads = {name: g.detach() for name, g in grads.items()}
-                p = sgd_step(p, grads, self.inner_lr)
+                p = sgd_step(p, grads, inner_lrs)
             predictions.append(functional_call(module, (p, buffers), (query_x,)))
             return predictions
 

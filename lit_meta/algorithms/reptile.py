@@ -1,0 +1,125 @@
+"""Reptile: move the initialisation towards the weights each task's fine-tuning reaches."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lit_meta._checks import _check_positive_float, _check_positive_int, _check_type
+from lit_meta.algorithms.base import Loss, MetaLearner
+from lit_meta.functional import reptile_displacement, sgd_step, task_losses
+from lit_meta.tasks import Task
+
+
+def annealed(epsilon: float, step: int, total_steps: int) -> float:
+    """Outer step size decayed linearly from ``epsilon`` at step 0 to 0 at ``total_steps`` (Nichol et al., 2018)."""
+    return epsilon * max(0.0, 1.0 - step / total_steps)
+
+
+class Reptile(MetaLearner):
+    """Reptile: fine-tune a copy of the weights on each task, then step the weights towards the copies.
+
+    Nichol, Achiam and Schulman, "On First-Order Meta-Learning Algorithms", arXiv 2018 (algorithm 2).
+    For each task of the meta-batch, ``phi_i`` = the weights after ``inner_steps`` SGD steps of size
+    ``inner_lr`` on all its samples (support and query together: in training, a task is just data);
+    then ``theta <- theta + epsilon * mean_i(phi_i - theta)``. No gradient flows through the inner
+    loop. The outer step runs as an SGD step of size ``epsilon`` on the pseudo-gradient
+    ``theta - mean_i(phi_i)`` (manual optimisation), which is the same update.
+
+    Evaluation fine-tunes on the support set for ``eval_inner_steps`` steps and predicts the queries.
+
+    Args:
+        backbone: the network fine-tuned per task, ``(N, *input_shape) -> (N, *out)``.
+        inner_lr: SGD step size of the inner loop.
+        inner_steps: inner steps per task in meta-training.
+        eval_inner_steps: fine-tuning steps in validation, test and predict.
+        epsilon: outer step size (1 moves the weights onto the mean of the fine-tuned ones).
+        anneal: decay ``epsilon`` linearly to 0 over the run (``trainer.estimated_stepping_batches``),
+            as in the paper.
+        loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
+
+    Shape:
+        Support ``(B, Ns, *input_shape)``, query ``(B, Nq, *input_shape)`` -> query predictions
+        ``(B, Nq, *out)``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        inner_lr: float = 0.1,
+        inner_steps: int = 5,
+        eval_inner_steps: int = 10,
+        epsilon: float = 1.0,
+        anneal: bool = True,
+        loss: Loss = "cross_entropy",
+    ) -> None:
+        _check_positive_float("epsilon", epsilon)
+        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=partial(torch.optim.SGD, lr=epsilon))
+        _check_type("backbone", backbone, nn.Module)
+        _check_positive_float("inner_lr", inner_lr)
+        _check_positive_int("inner_steps", inner_steps)
+        _check_type("anneal", anneal, bool)
+        self.backbone = backbone
+        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.epsilon, self.anneal = epsilon, anneal
+        self.automatic_optimization = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The meta-learned (not fine-tuned) network."""
+        return self.backbone(x)
+
+    def fine_tune(self, x: Tensor, y: Tensor, steps: int, query_x: Tensor | None = None) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """SGD on one task's samples ``x (N, ...)``, ``y (N, ...)`` from the current weights.
+
+        Returns:
+            The fine-tuned weights by name (detached), and, if ``query_x`` is given, the predictions on
+            it before each step and after the last (``steps + 1`` tensors).
+        """
+        weights = {name: p.detach().requires_grad_() for name, p in self.backbone.named_parameters()}
+        predictions = []
+        for step in range(steps + 1):
+            if query_x is not None:
+                predictions.append(functional_call(self.backbone, weights, (query_x,)).detach())
+            if step == steps:
+                break
+            loss = task_losses(functional_call(self.backbone, weights, (x,))[None], y[None], self.loss)[0]
+            grads = dict(zip(weights, torch.autograd.grad(loss, list(weights.values()))))
+            weights = {name: p.detach().requires_grad_() for name, p in sgd_step(weights, grads, self.inner_lr).items()}
+        return {name: p.detach() for name, p in weights.items()}, predictions
+
+    def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
+        # The fine-tuned predictions carry no meta-gradient: Reptile's outer step is not a backward pass.
+        if steps is None:
+            steps = self.inner_steps if training else self.eval_inner_steps
+        per_task = [self.fine_tune(sx, sy, steps, qx)[1] for sx, sy, qx in zip(task.support_x, task.support_y, task.query_x)]
+        curve = torch.stack([torch.stack(step) for step in zip(*per_task)])  # (steps + 1, B, Nq, *out)
+        return curve if every_step else curve[-1]
+
+    def training_step(self, batch: Task, batch_idx: int) -> Tensor:
+        adapted, predictions = [], []
+        for sx, sy, qx, qy in zip(*batch):
+            weights, _ = self.fine_tune(torch.cat([sx, qx]), torch.cat([sy, qy]), self.inner_steps)
+            adapted.append(weights)
+            with torch.no_grad():
+                predictions.append(functional_call(self.backbone, weights, (qx,)))
+        optimizer = self.optimizers()
+        epsilon = self.epsilon
+        if self.anneal:
+            epsilon = annealed(self.epsilon, self.global_step, self.trainer.estimated_stepping_batches)
+        for group in optimizer.param_groups:
+            group["lr"] = epsilon
+        # 0.5 * ||theta - mean_i(phi_i)||^2 has the gradient theta - mean_i(phi_i): an SGD step of size
+        # epsilon on it is Reptile's update, and going through backward lets Lightning's strategy
+        # average it across processes and its precision plugin scale and unscale it.
+        surrogate = sum(
+            0.5 * (weight - (weight.detach() + reptile_displacement(weight.detach(), [phi[name] for phi in adapted]))).pow(2).sum()
+            for name, weight in self.backbone.named_parameters()
+        )
+        optimizer.zero_grad()
+        self.manual_backward(surrogate)
+        optimizer.step()
+        self.log("train/epsilon", epsilon, batch_size=batch.num_tasks)
+        return self.log_training(torch.stack(predictions), batch)
