@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from datamodules.images import ImagePreprocessing
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_type
 
@@ -206,6 +207,10 @@ class EpisodicDataModule(LightningDataModule, ABC):
             ``labels[i]`` its label without loading it, ``class_names[label]`` a readable name
             (used in error messages).
         """
+
+    def preprocessing(self) -> ImagePreprocessing | None:
+        """How an image file becomes a model input, for ``lit-meta adapt``; ``None`` if not from files."""
+        return None
 
     # ---- Lightning hooks -------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
-from datamodules.images import IMAGE_SUFFIXES, ImageClasses, decode_image
+from datamodules.images import IMAGE_SUFFIXES, ImageClasses, ImagePreprocessing, decode_image
 from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
 
 
@@ -142,6 +142,9 @@ class ImageFolderDataModule(EpisodicDataModule):
         self.std = tuple(std) if std is not None else (1.0,)
         self._assignment: dict[str, list[str]] | None = None
         self._files: dict[str, list[str]] | None = None
+
+    def preprocessing(self) -> ImagePreprocessing:
+        return ImagePreprocessing(self.channels, self.image_size, invert=False, mean=self.mean, std=self.std)
 
     def class_splits(self) -> dict[str, list[str]]:
         """``{split: [class names]}``."""

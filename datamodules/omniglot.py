@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.utils import check_integrity, download_url
 
 from datamodules.episodic import EpisodicDataModule
-from datamodules.images import ImageClasses, decode_image
+from datamodules.images import ImageClasses, ImagePreprocessing, decode_image
 from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
 
 # The authors' files, as torchvision's Omniglot downloads them.
@@ -176,6 +176,9 @@ class OmniglotDataModule(EpisodicDataModule):
                 evaluation = characters(eval_archives)
                 self._characters = {"train": characters(train_archives), "val": evaluation, "test": evaluation}
         return self._characters
+
+    def preprocessing(self) -> ImagePreprocessing:
+        return ImagePreprocessing(channels=1, image_size=self.image_size, invert=True)
 
     def build_split(self, split: str) -> tuple[Dataset, list[int], list[str]]:
         characters = self._split_characters()[split]

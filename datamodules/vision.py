@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
-from datamodules.images import ImageClasses
+from datamodules.images import ImageClasses, ImagePreprocessing
 from lit_meta._checks import _check_type
 
 # learn2learn's name of each split.
@@ -210,6 +210,9 @@ class _Learn2LearnDataModule(EpisodicDataModule):
 
     def build_split(self, split: str) -> tuple[Dataset, list[int], list[str]]:
         return self._wrap(L2L_MODES[split], self._load(split))
+
+    def preprocessing(self) -> ImagePreprocessing:
+        return ImagePreprocessing(channels=3, image_size=self.IMAGE_SIZE, mean=self.MEAN, std=self.STD)
 
 
 class MiniImageNetDataModule(_Learn2LearnDataModule):

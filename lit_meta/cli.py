@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -11,7 +13,7 @@ from lit_meta.algorithms.base import MetaLearner
 
 
 class MetaCLI(LightningCLI):
-    """``lit-meta {fit,validate,test,predict} --config CONFIG.yaml``.
+    """``lit-meta {fit,validate,test,predict} --config CONFIG.yaml`` (and ``lit-meta adapt``, see :func:`main`).
 
     Models are any :class:`~lit_meta.algorithms.MetaLearner` subclass and data any
     ``LightningDataModule`` (``class_path`` in the config). Runs log to TensorBoard under
@@ -31,7 +33,14 @@ class MetaCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lit-meta`` console script."""
+    """Entry point of the ``lit-meta`` console script: LightningCLI's subcommands, plus ``adapt``
+    (:mod:`lit_meta.adapt_cli`)."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["adapt"]:
+        from lit_meta.adapt_cli import main as adapt_main
+
+        adapt_main(argv[1:])
+        return
     MetaCLI(
         MetaLearner,
         LightningDataModule,

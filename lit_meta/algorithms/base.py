@@ -21,6 +21,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lit_meta._checks import _check_one_of, _check_positive_int
+from lit_meta.adaptation import AdaptedLearner
 from lit_meta.functional import LOSSES, task_accuracies, task_losses
 from lit_meta.tasks import Task
 
@@ -148,6 +149,28 @@ class MetaLearner(LightningModule, ABC):
         if self.is_classifier:
             self.metrics[f"{stage}_acc"].update(task_accuracies(predictions, task.query_y))
             self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=stage == "val", batch_size=task.num_tasks)
+
+    # ---- rapid fine-tuning ----------------------------------------------------------------------
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> AdaptedLearner:
+        """Adapt to a new task from a few labelled examples.
+
+        Args:
+            support_x: ``(Ns, *input_shape)`` inputs, prepared like the training data.
+            support_y: ``(Ns,)`` labels ``0 .. ways-1``, every class present.
+            steps: adaptation steps; ``None`` uses ``eval_inner_steps``.
+
+        Returns:
+            An :class:`~lit_meta.adaptation.AdaptedLearner` with ``predict(x)`` (class indices ``(N,)``)
+            and ``predict_proba(x)`` (``(N, ways)``).
+        """
+        return AdaptedLearner(self, support_x, support_y, steps)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # How the datamodule prepared images, so that `lit-meta adapt` prepares a user's images alike.
+        datamodule = getattr(self._trainer, "datamodule", None)
+        preprocessing = getattr(datamodule, "preprocessing", None)
+        if callable(preprocessing) and (found := preprocessing()) is not None:
+            checkpoint["lit_meta"] = {"preprocessing": found.to_dict()}
 
     def configure_optimizers(self) -> Any:
         optimizer = self._optimizer_factory(self.parameters())

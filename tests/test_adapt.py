@@ -1,0 +1,135 @@
+"""Rapid fine-tuning: `learner.adapt` for every classifier, and the `lit-meta adapt` command."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_meta.algorithms import PrototypicalNetworks
+from lit_meta.cli import main
+from lit_meta.models import CNN4
+from tests.conftest import make_classification_task
+from tests.fabricate import image_folder, minimal_omniglot, png_bytes
+from tests.helpers import CASES, WAYS, build
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIFIERS = [name for name, kind in CASES if kind == "classification"]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_adapt_predicts_like_the_evaluation_episode(name):
+    learner = build(name, "classification")
+    task = make_classification_task(num_tasks=1, ways=WAYS)
+    adapted = learner.adapt(task.support_x[0], task.support_y[0])
+    probabilities = adapted.predict_proba(task.query_x[0])
+    assert probabilities.shape == (task.query_x.shape[1], WAYS)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(len(probabilities)))
+    expected = learner.evaluate_episode(task)[0]
+    torch.testing.assert_close(probabilities, expected.softmax(-1))
+    assert torch.equal(adapted.predict(task.query_x[0]), expected.argmax(-1))
+
+
+def test_adapt_refuses_bad_support_sets():
+    learner = build("maml", "classification")
+    x = torch.randn(4, 4)
+    with pytest.raises(ValueError, match=r"Expected support labels 0 \.\. ways-1 with ways >= 2, each present, but got labels \[0\]\."):
+        learner.adapt(x, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"each present, but got labels \[0, 2\]\."):
+        learner.adapt(x, torch.tensor([0, 0, 2, 2]))
+    with pytest.raises(ValueError, match=r"Expected `support_y` to be 4 integer labels"):
+        learner.adapt(x, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"Expected a classification learner \(loss 'cross_entropy'\) to adapt, but got loss 'mse'\."):
+        build("maml", "regression").adapt(x[:, :1], torch.tensor([0, 1, 0, 1]))
+
+
+def test_adapt_refuses_images_with_the_wrong_channel_count():
+    learner = PrototypicalNetworks(CNN4(in_channels=1, hidden=4, blocks=2, image_size=8))
+    with pytest.raises(ValueError, match=r"Expected images of shape \(N, 1, H, W\) .* but got shape \(4, 3, 8, 8\)\."):
+        learner.adapt(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A Prototypical Networks checkpoint from `lit-meta fit` on fabricated Omniglot (2 steps)."""
+    folder = tmp_path_factory.mktemp("fit")
+    minimal_omniglot(str(folder / "data"), characters=12)
+    main(["fit", "--config", str(ROOT / "configs" / "omniglot_protonet_minimal_5w1s.yaml"),
+          f"--data.data_dir={folder / 'data'}", "--data.ways=5", "--data.val_tasks=2", "--data.test_tasks=2", "--data.train_batches_per_epoch=2",
+          "--trainer.max_steps=2", f"--trainer.default_root_dir={folder}",
+          f"--trainer.logger.init_args.save_dir={folder / 'logs'}", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    return next((folder / "logs").rglob("best.ckpt"))
+
+
+def task_folders(root: Path, classes: int = 3, queries: int = 4, mode: str = "L") -> tuple[Path, Path]:
+    for part, count in (("support", 1), ("query", queries)):
+        for k in range(classes):
+            (root / part / f"char{k}").mkdir(parents=True)
+            for i in range(count):
+                (root / part / f"char{k}" / f"{i}.png").write_bytes(png_bytes(1000 * k + 7 * (i + (part == "query"))))
+    return root / "support", root / "query"
+
+
+def test_adapt_command_writes_predictions_and_prints_accuracy(checkpoint, tmp_path, capsys):
+    support, query = task_folders(tmp_path)
+    main(["adapt", f"--ckpt_path={checkpoint}", f"--support={support}", f"--query={query}", f"--output={tmp_path / 'p.csv'}"])
+    out = capsys.readouterr().out
+    assert "Adapted to 3 classes from 3 support images (1 adaptation steps); predicted 12 queries." in out
+    assert "Accuracy: " in out
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 12 and set(rows[0]) == {"file", "predicted", "probability", "true"}
+    assert all(row["predicted"] in {"char0", "char1", "char2"} and 0 < float(row["probability"]) <= 1 for row in rows)
+
+
+def test_adapt_command_on_unlabelled_queries_writes_json(checkpoint, tmp_path, capsys):
+    support, _ = task_folders(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(5):
+        (flat / f"q{i}.png").write_bytes(png_bytes(i))
+    main(["adapt", f"--ckpt_path={checkpoint}", f"--support={support}", f"--query={flat}", f"--output={tmp_path / 'p.json'}"])
+    assert "Accuracy" not in capsys.readouterr().out
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert [row["file"] for row in rows] == [f"q{i}.png" for i in range(5)] and "true" not in rows[0]
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        ("not_a_checkpoint", r"Expected a checkpoint written by `lit-meta fit` in .*, but could not read it"),
+        ("one_class", r"Expected >= 2 class folders in the support folder .*, but got 1\."),
+        ("empty_class", r"Expected >= 1 image in class 'char1' of .*, but got an empty folder\."),
+        ("rgb_images", r"Expected 1-channel images \(what the model was trained on\), but got 3 channels in .*"),
+    ],
+)
+def test_adapt_command_bad_input_exits_with_a_clear_error(make, match, checkpoint, tmp_path, capsys):
+    support, query = task_folders(tmp_path)
+    ckpt = checkpoint
+    if make == "not_a_checkpoint":
+        ckpt = tmp_path / "bad.ckpt"
+        ckpt.write_bytes(b"not a checkpoint")
+    elif make == "one_class":
+        support = tmp_path / "one"
+        image_folder(str(support), classes=1, images=2, mode="L")
+    elif make == "empty_class":
+        for file in (support / "char1").iterdir():
+            file.unlink()
+    else:
+        support = tmp_path / "rgb"
+        image_folder(str(support), classes=2, images=1, mode="RGB")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["adapt", f"--ckpt_path={ckpt}", f"--support={support}", f"--query={query}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("lit-meta adapt: error: ")
+    pytest.raises(SystemExit, main, ["adapt", f"--ckpt_path={ckpt}", f"--support={support}", f"--query={query}"])
+    assert __import__("re").search(match, capsys.readouterr().err)
+
+
+def test_a_checkpoint_of_something_else_is_refused(tmp_path, capsys):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "torch.nn.Linear"}}, path)
+    support, query = task_folders(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["adapt", f"--ckpt_path={path}", f"--support={support}", f"--query={query}"])
+    assert "Expected a checkpoint of a lit-meta learner (a MetaLearner subclass)" in capsys.readouterr().err
