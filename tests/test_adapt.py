@@ -10,7 +10,7 @@ import torch
 from lit_meta.algorithms import PrototypicalNetworks
 from lit_meta.cli import main
 from lit_meta.models import CNN4
-from tests.conftest import make_classification_task
+from tests.conftest import make_classification_task, make_regression_task
 from tests.fabricate import image_folder, minimal_omniglot, png_bytes
 from tests.helpers import CASES, WAYS, build
 
@@ -40,8 +40,15 @@ def test_adapt_refuses_bad_support_sets():
         learner.adapt(x, torch.tensor([0, 0, 2, 2]))
     with pytest.raises(ValueError, match=r"Expected `support_y` to be 4 integer labels"):
         learner.adapt(x, torch.tensor([0.0, 1.0, 0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"Expected a classification learner \(loss 'cross_entropy'\) to adapt, but got loss 'mse'\."):
-        build("maml", "regression").adapt(x[:, :1], torch.tensor([0, 1, 0, 1]))
+
+
+def test_adapt_regression_predicts_outputs_and_has_no_probabilities():
+    learner = build("maml", "regression")
+    task = make_regression_task(num_tasks=1)
+    adapted = learner.adapt(task.support_x[0], task.support_y[0])
+    torch.testing.assert_close(adapted.predict(task.query_x[0]), learner.evaluate_episode(task)[0])
+    with pytest.raises(ValueError, match=r"Expected a classification learner for predict_proba, but got loss 'mse'; use predict\."):
+        adapted.predict_proba(task.query_x[0])
 
 
 def test_adapt_refuses_images_with_the_wrong_channel_count():

@@ -156,12 +156,12 @@ class MetaLearner(LightningModule, ABC):
 
         Args:
             support_x: ``(Ns, *input_shape)`` inputs, prepared like the training data.
-            support_y: ``(Ns,)`` labels ``0 .. ways-1``, every class present.
+            support_y: ``(Ns,)`` labels ``0 .. ways-1``, every class present (regression: ``(Ns, *out)``).
             steps: adaptation steps; ``None`` uses ``eval_inner_steps``.
 
         Returns:
-            An :class:`~lit_meta.adaptation.AdaptedLearner` with ``predict(x)`` (class indices ``(N,)``)
-            and ``predict_proba(x)`` (``(N, ways)``).
+            An :class:`~lit_meta.adaptation.AdaptedLearner` with ``predict(x)`` (class indices ``(N,)``,
+            or regression outputs) and ``predict_proba(x)`` (``(N, ways)``, classification).
         """
         return AdaptedLearner(self, support_x, support_y, steps)
 
