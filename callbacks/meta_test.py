@@ -51,9 +51,13 @@ def _gather_tasks(pl_module: LightningModule, values: Tensor) -> Tensor:
     return torch.cat([g[:, : int(n)] for g, n in zip(gathered, counts)], dim=1)
 
 
-def _shots(task: Task, classification: bool) -> int:
+def _ways_and_shots(task: Task, classification: bool) -> tuple[int | None, int]:
+    """``(ways, shots)`` of a meta-batch; regression tasks have no ways and ``shots`` support points."""
     support = task.support_y.shape[1]
-    return support // task.support_y[0].unique().numel() if classification else support
+    if not classification:
+        return None, support
+    ways = task.support_y[0].unique().numel()
+    return ways, support // ways
 
 
 class MetaTestEvaluation(Callback):
@@ -66,7 +70,7 @@ class MetaTestEvaluation(Callback):
     tasks and the 95% confidence interval (``1.96 * std / sqrt(T)``), logs them as
     ``meta_test/<metric>_step<k>`` and writes ``meta_test.json`` into the run's log folder::
 
-        {"metric": "mse" | "accuracy", "num_tasks": T, "shots": K,
+        {"metric": "mse" | "accuracy", "num_tasks": T, "ways": N (null for regression), "shots": K,
          "steps": {"0": {"mean": ..., "ci95": ...}, "1": {...}, ...}, "checkpoint": path or null}
 
     Args:
@@ -114,11 +118,11 @@ class MetaTestEvaluation(Callback):
         datamodule.setup("test")
         loader = datamodule.test_dataloader()
         steps = pl_module.eval_inner_steps if self.max_steps is None else self.max_steps
-        shots: list[int] = []
+        shapes: list[tuple[int | None, int]] = []
 
         def tasks() -> Iterator[Task]:
             for task in loader:
-                shots.append(_shots(task, pl_module.is_classifier))
+                shapes.append(_ways_and_shots(task, pl_module.is_classifier))
                 yield task
 
         was_training = pl_module.training
@@ -131,7 +135,8 @@ class MetaTestEvaluation(Callback):
         results = {
             "metric": pl_module.metric_name,
             "num_tasks": values.shape[1],
-            "shots": shots[0],
+            "ways": shapes[0][0],
+            "shots": shapes[0][1],
             "steps": {},
             "checkpoint": None if checkpoint is None else str(checkpoint),
         }
@@ -155,6 +160,7 @@ class MetaTestEvaluation(Callback):
                 json.dump(results, f, indent=2)
             scale, unit = (100.0, "%") if metric == "accuracy" else (1.0, "")
             source = results["checkpoint"] or "the final weights"
-            lines = [f"Meta-test {metric} of {source} over {results['num_tasks']} tasks, {results['shots']}-shot (mean +- 95% CI):"]
+            shape = f"{results['ways']}-way {results['shots']}-shot" if results["ways"] else f"{results['shots']}-shot"
+            lines = [f"Meta-test {metric} of {source} over {results['num_tasks']} tasks, {shape} (mean +- 95% CI):"]
             lines += [f"  {k:>3} steps: {v['mean'] * scale:.4f}{unit} +- {v['ci95'] * scale:.4f}{unit}" for k, v in results["steps"].items()]
             rank_zero_info("\n".join(lines) + f"\nWritten to {path}")

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from datamodules import SinusoidDataModule
 from lit_meta.algorithms import MAML
 from lit_meta.functional import mean_ci95
 from lit_meta.models import MLP
-from tests.helpers import BlobsDataModule, build
+from tests.helpers import CASES, BlobsDataModule, build
 
 
 def test_mean_ci95_by_hand():
@@ -34,20 +35,23 @@ def test_adaptation_curve_of_classifier_is_per_task_accuracy():
     assert ((curve >= 0) & (curve <= 1)).all()
 
 
-@pytest.mark.parametrize("kind", ["regression", "classification"])
-def test_callback_reports_every_step_with_ci(kind, tmp_path):
-    learner = build("maml", kind)
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_callback_reports_every_step_with_ci_for_every_algorithm(name, kind, tmp_path):
+    learner = build(name, kind)
     data = (SinusoidDataModule(test_tasks=7, meta_batch_size=3, eval_queries=5) if kind == "regression"
             else BlobsDataModule(batches=2, meta_batch_size=3))  # fmt: skip
     callback = MetaTestEvaluation(max_steps=3)
     trainer = Trainer(callbacks=[callback], logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.test(learner, data, verbose=False)
-    results = callback.results
+    results = json.loads((tmp_path / "meta_test.json").read_text())
+    assert results == callback.results
     assert results["metric"] == ("mse" if kind == "regression" else "accuracy")
     assert results["num_tasks"] == (7 if kind == "regression" else 6)
+    assert results["ways"] == (None if kind == "regression" else 3)
     assert results["shots"] == (5 if kind == "regression" else 2)
+    assert results["checkpoint"] is None  # the weights in memory: no --ckpt_path
     assert list(results["steps"]) == ["0", "1", "2", "3"]
-    assert (tmp_path / "meta_test.json").exists()
+    assert all(0 <= v["ci95"] and math.isfinite(v["mean"]) for v in results["steps"].values())
 
 
 def test_callback_rejects_bad_max_steps():
