@@ -177,3 +177,62 @@ def test_reptile_anneals_epsilon_over_the_run():
     trainer.fit(learner, BlobsDataModule())
     assert trainer.global_step == 3
     assert trainer.callback_metrics["train/epsilon"].item() == pytest.approx(1 / 3)
+
+
+# ---- memory and precision switches of the MAML family ---------------------------------------------
+def meta_gradient(learner, task):
+    learner.zero_grad()
+    learner.task_losses(learner.episode(task, training=True), task.query_y).mean().backward()
+    return [p.grad.clone() for p in learner.parameters()]
+
+
+@pytest.mark.parametrize("algorithm", [MAML, MetaSGD, ANIL])
+def test_checkpointed_tasks_give_the_same_second_order_meta_gradient(algorithm):
+    torch.manual_seed(2)
+    backbone, task = MLP(4, (8,), 3), make_classification_task(num_tasks=3)
+    plain = meta_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, inner_loop="clone"), task)
+    checkpointed = meta_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, checkpoint_tasks=True), task)
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b)
+
+
+class _Scaler:
+    """Stands in for the precision plugin's GradScaler under `16-mixed` (CUDA only)."""
+
+    def get_scale(self) -> float:
+        return 1024.0
+
+    def is_enabled(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("algorithm", [MAML, MetaSGD])
+@pytest.mark.parametrize("inner_loop", ["clone", "batched"])
+def test_scaled_inner_loss_gives_the_unscaled_meta_gradient(algorithm, inner_loop, monkeypatch):
+    torch.manual_seed(3)
+    backbone, task = MLP(4, (8,), 3), make_classification_task(num_tasks=2)
+    expected = meta_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, inner_loop=inner_loop), task)
+    learner = algorithm(backbone, inner_lr=0.5, inner_steps=2, inner_loop=inner_loop)
+    monkeypatch.setattr(learner, "_loss_scale", lambda: _Scaler().get_scale())
+    for a, b in zip(expected, meta_gradient(learner, task)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_scale_is_read_from_the_precision_plugin():
+    learner = MAML(MLP(4, (8,), 3))
+    assert learner._loss_scale() == 1.0
+    learner._trainer = type("T", (), {"precision_plugin": type("P", (), {"scaler": _Scaler()})()})()
+    assert learner._loss_scale() == 1024.0
+
+
+def test_auto_inner_loop_is_batched_on_cuda_only():
+    learner = MAML(MLP(4, (8,), 3))
+    assert learner.resolved_inner_loop() == "clone"
+    learner._device = torch.device("cuda", 0)  # where the learner says it lives; nothing is moved
+    assert learner.resolved_inner_loop() == "batched"
+    assert MAML(MLP(4, (8,), 3), checkpoint_tasks=True).resolved_inner_loop() == "clone"
+
+
+def test_checkpointing_needs_the_clone_loop():
+    with pytest.raises(ValueError, match=r"Expected `inner_loop` 'clone' or 'auto' with `checkpoint_tasks`.*but got 'batched'\."):
+        MAML(MLP(4, (8,), 3), inner_loop="batched", checkpoint_tasks=True)

@@ -9,13 +9,14 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.utils.checkpoint import checkpoint
 
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import Loss, MetaLearner
 from lit_meta.functional import sgd_step, task_losses
 from lit_meta.tasks import Task
 
-INNER_LOOPS = ("clone", "batched")
+INNER_LOOPS = ("auto", "clone", "batched")
 
 
 class MAML(MetaLearner):
@@ -39,8 +40,12 @@ class MAML(MetaLearner):
         first_order: drop the second-order terms of the meta-gradient (FOMAML).
         inner_loop: ``"clone"`` adapts one learn2learn clone per task (the reference, any module);
             ``"batched"`` adapts all tasks of the meta-batch at once with ``torch.func.vmap``, which
-            removes the per-task Python overhead (fast for small networks; no BatchNorm running
-            statistics).
+            removes the per-task Python overhead (no BatchNorm running statistics); ``"auto"`` is
+            batched on CUDA (where it pays) and clone elsewhere or for modules that cannot be batched.
+        checkpoint_tasks: gradient checkpointing of the clone inner loop: keep no task's activations
+            for the backward pass and recompute each task's inner loop there instead. Peak memory
+            of second-order MAML then grows with one task, not the meta-batch, for about one more
+            forward pass per task. Runs the clone inner loop.
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
         optimizer: outer-loop optimizer (Adam with lr 1e-3, as in the paper, by default).
         lr_scheduler: optional schedule of the outer learning rate, stepped every meta-batch.
@@ -53,7 +58,8 @@ class MAML(MetaLearner):
         inner_steps: int = 1,
         eval_inner_steps: int = 10,
         first_order: bool = False,
-        inner_loop: Literal["clone", "batched"] = "clone",
+        inner_loop: Literal["auto", "clone", "batched"] = "auto",
+        checkpoint_tasks: bool = False,
         loss: Loss = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -64,12 +70,17 @@ class MAML(MetaLearner):
         _check_positive_int("inner_steps", inner_steps)
         _check_type("first_order", first_order, bool)
         _check_one_of("inner_loop", inner_loop, INNER_LOOPS)
+        _check_type("checkpoint_tasks", checkpoint_tasks, bool)
         if inner_loop == "batched":
             _check_batchable(backbone)
+            if checkpoint_tasks:
+                raise ValueError("Expected `inner_loop` 'clone' or 'auto' with `checkpoint_tasks` (it checkpoints one task at a time), but got 'batched'.")
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.first_order = first_order
         self.inner_loop = inner_loop
+        self.checkpoint_tasks = checkpoint_tasks
+        self._batchable = _is_batchable(backbone)
         body, adapted = self.split(backbone)
         self.body = body
         self.maml = self.wrap(adapted)
@@ -92,18 +103,25 @@ class MAML(MetaLearner):
         """The meta-learned (unadapted) network: ``(N, *input_shape) -> (N, *out)``."""
         return self.maml(self.body(x))
 
+    def resolved_inner_loop(self) -> str:
+        """``"clone"`` or ``"batched"``: what ``inner_loop`` means on the learner's current device."""
+        if self.inner_loop == "auto":
+            batched = self.device.type == "cuda" and self._batchable and not self.checkpoint_tasks
+            return "batched" if batched else "clone"
+        return self.inner_loop
+
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         if steps is None:
             steps = self.inner_steps if training else self.eval_inner_steps
         second_order = training and not self.first_order
-        adapt = self._episode_batched if self.inner_loop == "batched" else self._episode_clone
-        per_step = adapt(task, steps, second_order, every_step)
+        adapt = self._episode_batched if self.resolved_inner_loop() == "batched" else self._episode_clone
+        per_step = adapt(task, steps, second_order, every_step, checkpointed=training and self.checkpoint_tasks)
         return torch.stack(per_step) if every_step else per_step[-1]
 
-    def _episode_clone(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
+    def _episode_clone(self, task: Task, steps: int, second_order: bool, every_step: bool, checkpointed: bool) -> list[Tensor]:
         """One learn2learn clone per task; returns query predictions ``(B, Nq, *out)`` per recorded step."""
-        per_task = []
-        for support_x, support_y, query_x in zip(task.support_x, task.support_y, task.query_x):
+
+        def adapt_task(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> tuple[Tensor, ...]:
             support_x, query_x = self.body(support_x), self.body(query_x)  # computed once, not per step
             learner = self.maml.clone()
             predictions = []
@@ -111,20 +129,51 @@ class MAML(MetaLearner):
                 if every_step:
                     predictions.append(learner(query_x))
                 support_loss = task_losses(learner(support_x)[None], support_y[None], self.loss)[0]
-                learner.adapt(support_loss, first_order=not second_order)
+                self._inner_update(learner, support_loss, second_order)
             predictions.append(learner(query_x))
-            per_task.append(predictions)
+            return tuple(predictions)
+
+        per_task = []
+        for inputs in zip(task.support_x, task.support_y, task.query_x):
+            # Non-reentrant checkpointing recomputes the task (second-order inner loop included) in backward.
+            per_task.append(checkpoint(adapt_task, *inputs, use_reentrant=False) if checkpointed else adapt_task(*inputs))
         return [torch.stack(step) for step in zip(*per_task)]
 
-    def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
+    def _inner_update(self, learner: nn.Module, loss: Tensor, second_order: bool) -> None:
+        """``learner.adapt(loss)``, with the support loss scaled like the outer one under ``16-mixed``.
+
+        Under float16 autocast, small inner gradients underflow in the backward pass just as outer
+        ones do; the inner loss is scaled by the precision plugin's current loss scale and the
+        gradients unscaled before the step (learn2learn's ``adapt`` has no such option).
+        """
+        scale = self._loss_scale()
+        if scale == 1.0:
+            learner.adapt(loss, first_order=not second_order)
+            return
+        params = list(learner.module.parameters())
+        grads = torch.autograd.grad(loss * scale, params, retain_graph=second_order, create_graph=second_order)
+        grads = [g / scale for g in grads]
+        if isinstance(learner, l2l.algorithms.MetaSGD):
+            learner.module = l2l.algorithms.meta_sgd.meta_sgd_update(learner.module, learner.lrs, grads)
+        else:
+            learner.module = l2l.algorithms.maml.maml_update(learner.module, learner.lr, grads)
+
+    def _loss_scale(self) -> float:
+        """The float16 loss scale of the trainer's precision plugin; 1 without one (32-bit, bf16)."""
+        trainer = self._trainer
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+    def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool, checkpointed: bool) -> list[Tensor]:
         """All tasks at once: ``vmap`` over tasks of ``steps`` functional SGD steps."""
         module = self.maml.module
         params = dict(module.named_parameters())
         buffers = dict(module.named_buffers())
-        loss_name, inner_lrs, body = self.loss, self.inner_lrs(), self.body
+        loss_name, inner_lrs, body, scale = self.loss, self.inner_lrs(), self.body, self._loss_scale()
 
         def support_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return task_losses(functional_call(module, (p, buffers), (x,))[None], y[None], loss_name)[0]
+            # Scaled like the outer loss under float16 autocast (see _inner_update); unscaled below.
+            return scale * task_losses(functional_call(module, (p, buffers), (x,))[None], y[None], loss_name)[0]
 
         def adapt_one(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> list[Tensor]:
             support_x, query_x = body(support_x), body(query_x)
@@ -133,6 +182,8 @@ class MAML(MetaLearner):
                 if every_step:
                     predictions.append(functional_call(module, (p, buffers), (query_x,)))
                 grads = grad(support_loss)(p, support_x, support_y)
+                if scale != 1.0:
+                    grads = {name: g / scale for name, g in grads.items()}
                 if not second_order:
                     grads = {name: g.detach() for name, g in grads.items()}
                 p = sgd_step(p, grads, inner_lrs)
@@ -140,6 +191,14 @@ class MAML(MetaLearner):
             return predictions
 
         return vmap(adapt_one)(task.support_x, task.support_y, task.query_x)
+
+
+def _is_batchable(backbone: nn.Module) -> bool:
+    try:
+        _check_batchable(backbone)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_batchable(backbone: nn.Module) -> None:
