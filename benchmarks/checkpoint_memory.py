@@ -1,0 +1,70 @@
+"""Peak memory of a second-order MAML meta-step with and without per-task gradient checkpointing.
+
+Omniglot-sized tasks (5-way 1-shot, 15 queries per class, 28x28) through CNN-4 (64 filters, max-pool),
+second-order, 5 inner steps, random images (memory does not depend on pixel values). Each setting
+runs in a fresh subprocess: on CUDA the peak is ``torch.cuda.max_memory_allocated``; on CPU it is the
+growth of the process's peak resident memory over its state before the first step.
+
+    .venv/bin/python benchmarks/checkpoint_memory.py [--device cpu|cuda] [--meta_batch 4 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def measure(device: str, meta_batch: int, checkpoint_tasks: bool) -> dict:
+    from lit_meta.algorithms import MAML
+    from lit_meta.models import CNN4
+    from lit_meta.tasks import Task
+
+    torch.manual_seed(0)
+    learner = MAML(CNN4(1, 5, 64, 4, 28), inner_lr=0.4, inner_steps=5, checkpoint_tasks=checkpoint_tasks,
+                   inner_loop="clone").to(device)  # fmt: skip
+    x = torch.randn(meta_batch, 80, 1, 28, 28, device=device)
+    y = torch.arange(5, device=device).repeat(16)[None].expand(meta_batch, -1)
+    task = Task(x[:, :5], y[:, :5], x[:, 5:], y[:, 5:])
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    learner.task_losses(learner.episode(task, training=True), task.query_y).mean().backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"peak_mib": peak / 2**20, "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--meta_batch", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.device, int(args.child[0]), args.child[1] == "1")))
+        return
+    print(f"torch {torch.__version__}, device {args.device}")
+    print("| meta-batch | checkpoint_tasks | peak memory (MiB) | seconds per meta-step |")
+    print("|---:|---|---:|---:|")
+    for meta_batch in args.meta_batch:
+        for checkpointed in (False, True):
+            command = [sys.executable, __file__, "--device", args.device, "--child", str(meta_batch), str(int(checkpointed))]
+            result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            print(f"| {meta_batch} | {checkpointed} | {result['peak_mib']:.0f} | {result['seconds']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
