@@ -52,8 +52,12 @@ def test_config_runs_with_fast_dev_run(config, tmp_path, monkeypatch):
     overrides = small_data_for(config, tmp_path / "data", monkeypatch)
     monkeypatch.chdir(tmp_path)  # runs log under ./lightning_logs
     common = ["--config", str(config), "--trainer.accelerator", "cpu", *overrides]
-    run_cli("fit", *common, "--trainer.fast_dev_run", "2")
-    run_cli("validate", *common, "--trainer.fast_dev_run", "1")
+    run_cli("fit", *common, "--trainer.fast_dev_run", "2")  # two training steps and a validation step
+
+
+def test_validate_subcommand_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_cli("validate", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--trainer.fast_dev_run", "1")
 
 
 def test_print_config_shows_every_maml_argument(capsys):
@@ -62,7 +66,7 @@ def test_print_config_shows_every_maml_argument(capsys):
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model = config["model"]["init_args"]
-    assert set(model) == {"backbone", "inner_lr", "inner_steps", "eval_inner_steps", "first_order", "inner_loop", "loss",
+    assert set(model) == {"backbone", "inner_lr", "inner_steps", "eval_inner_steps", "first_order", "inner_loop", "checkpoint_tasks", "loss",
                           "optimizer", "lr_scheduler"}
     assert model["optimizer"]["init_args"]["lr"] == 0.001
     assert {"shots", "queries", "eval_shots", "meta_batch_size", "seed"} <= set(config["data"]["init_args"])
