@@ -1,7 +1,7 @@
 """Lightning callbacks for meta-learning."""
 
 from callbacks.adaptation import AdaptationCurve, EpisodeGrid, MetaProgressBar, plot_adaptation_curves, plot_episode
-from callbacks.meta_test import MetaTestEvaluation, adaptation_curve
+from callbacks.meta_test import MetaTestEvaluation, adaptation_curve, adaptation_curves
 
 __all__ = [
     "AdaptationCurve",
@@ -9,6 +9,7 @@ __all__ = [
     "MetaProgressBar",
     "MetaTestEvaluation",
     "adaptation_curve",
+    "adaptation_curves",
     "plot_adaptation_curves",
     "plot_episode",
 ]

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from callbacks.meta_test import adaptation_curves
 from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.functional import mean_ci95, task_accuracies
@@ -71,21 +72,14 @@ def _require_meta_learner(pl_module: LightningModule, owner: str) -> MetaLearner
 
 
 def _loss_and_metric_curves(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> tuple[Tensor, Tensor]:
-    """Per-task query loss and metric after 0..``steps`` steps, each ``(steps + 1, T)``, on the CPU."""
-    losses, metrics = [], []
+    """:func:`~callbacks.meta_test.adaptation_curves` in eval mode, on the CPU."""
     was_training = learner.training
     learner.eval()
     try:
-        for task in tasks:
-            task = move_data_to_device(task, learner.device)
-            curve = learner.evaluate_episode(task, steps=steps, every_step=True)  # (steps + 1, B, Nq, ...)
-            predictions = curve.flatten(0, 1)
-            targets = task.query_y.expand(steps + 1, *task.query_y.shape).flatten(0, 1)
-            losses.append(learner.task_losses(predictions, targets).view(steps + 1, -1).cpu())
-            metrics.append(learner.task_metric(predictions, targets).view(steps + 1, -1).cpu())
+        losses, metrics = adaptation_curves(learner, tasks, steps)
     finally:
         learner.train(was_training)
-    return torch.cat(losses, dim=1), torch.cat(metrics, dim=1)
+    return losses.cpu(), metrics.cpu()
 
 
 # ---- adaptation curves --------------------------------------------------------------------------------

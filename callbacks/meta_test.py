@@ -19,8 +19,8 @@ from lit_meta.functional import mean_ci95
 from lit_meta.tasks import Task
 
 
-def adaptation_curve(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> Tensor:
-    """Per-task metric after 0, 1, ..., ``steps`` adaptation steps.
+def adaptation_curves(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> tuple[Tensor, Tensor]:
+    """Per-task query loss and metric after 0, 1, ..., ``steps`` adaptation steps.
 
     Args:
         learner: any meta-learner.
@@ -28,16 +28,24 @@ def adaptation_curve(learner: MetaLearner, tasks: Iterable[Task], steps: int) ->
         steps: the largest number of steps.
 
     Returns:
-        ``(steps + 1, T)``: row ``k`` holds the accuracy (or MSE) of each of the ``T`` tasks after
-        ``k`` steps.
+        ``(losses, metrics)``, each ``(steps + 1, T)``: row ``k`` holds the query loss and the accuracy
+        (or MSE) of each of the ``T`` tasks after ``k`` steps.
     """
-    rows = []
+    losses, metrics = [], []
     for task in tasks:
         task = move_data_to_device(task, learner.device)
         curve = learner.evaluate_episode(task, steps=steps, every_step=True)  # (steps + 1, B, Nq, ...)
-        targets = task.query_y.expand(steps + 1, *task.query_y.shape)
-        rows.append(learner.task_metric(curve.flatten(0, 1), targets.flatten(0, 1)).view(steps + 1, -1))
-    return torch.cat(rows, dim=1)
+        predictions = curve.flatten(0, 1)
+        targets = task.query_y.expand(steps + 1, *task.query_y.shape).flatten(0, 1)
+        losses.append(learner.task_losses(predictions, targets).view(steps + 1, -1))
+        metrics.append(learner.task_metric(predictions, targets).view(steps + 1, -1))
+    return torch.cat(losses, dim=1), torch.cat(metrics, dim=1)
+
+
+def adaptation_curve(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> Tensor:
+    """``(steps + 1, T)``: the accuracy (or MSE) of each task after 0..``steps`` steps; see
+    :func:`adaptation_curves`."""
+    return adaptation_curves(learner, tasks, steps)[1]
 
 
 def _gather_tasks(pl_module: LightningModule, values: Tensor) -> Tensor:
