@@ -11,7 +11,7 @@ from torch import nn
 from lit_meta.algorithms import ANIL, MAML, MetaSGD, PrototypicalNetworks, Reptile
 from lit_meta.algorithms.reptile import annealed
 from lit_meta.functional import prototype_logits, prototypes, reptile_displacement
-from lit_meta.models import MLP
+from lit_meta.models import CNN4, MLP
 from lit_meta.tasks import Task
 from tests.conftest import make_classification_task
 from tests.helpers import BlobsDataModule
@@ -236,3 +236,13 @@ def test_auto_inner_loop_is_batched_on_cuda_only():
 def test_checkpointing_needs_the_clone_loop():
     with pytest.raises(ValueError, match=r"Expected `inner_loop` 'clone' or 'auto' with `checkpoint_tasks`.*but got 'batched'\."):
         MAML(MLP(4, (8,), 3), inner_loop="batched", checkpoint_tasks=True)
+
+
+def test_batched_loop_with_batch_norm_under_autocast_is_refused_and_auto_falls_back():
+    backbone = CNN4(in_channels=1, out_features=3, hidden=4, blocks=2, image_size=8)
+    task = Task(torch.randn(2, 3, 1, 8, 8), torch.arange(3).expand(2, -1), torch.randn(2, 6, 1, 8, 8),
+                torch.arange(3).repeat(2).expand(2, -1))  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(ValueError, match=r"Expected no BatchNorm layer with `inner_loop` 'batched' under mixed precision"):
+            MAML(backbone, inner_loop="batched").episode(task, training=True)
+        assert torch.isfinite(MAML(backbone).episode(task, training=True)).all()  # auto: the clone loop

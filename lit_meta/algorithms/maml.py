@@ -40,8 +40,9 @@ class MAML(MetaLearner):
         first_order: drop the second-order terms of the meta-gradient (FOMAML).
         inner_loop: ``"clone"`` adapts one learn2learn clone per task (the reference, any module);
             ``"batched"`` adapts all tasks of the meta-batch at once with ``torch.func.vmap``, which
-            removes the per-task Python overhead (no BatchNorm running statistics); ``"auto"`` is
-            batched on CUDA (where it pays) and clone elsewhere or for modules that cannot be batched.
+            removes the per-task Python overhead (no BatchNorm running statistics, and no BatchNorm
+            under mixed precision); ``"auto"`` is batched on CUDA (where it pays) and clone elsewhere
+            or where the module cannot be batched.
         checkpoint_tasks: gradient checkpointing of the clone inner loop: keep no task's activations
             for the backward pass and recompute each task's inner loop there instead. Peak memory
             of second-order MAML then grows with one task, not the meta-batch, for about one more
@@ -81,6 +82,7 @@ class MAML(MetaLearner):
         self.inner_loop = inner_loop
         self.checkpoint_tasks = checkpoint_tasks
         self._batchable = _is_batchable(backbone)
+        self._has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
         body, adapted = self.split(backbone)
         self.body = body
         self.maml = self.wrap(adapted)
@@ -105,9 +107,16 @@ class MAML(MetaLearner):
 
     def resolved_inner_loop(self) -> str:
         """``"clone"`` or ``"batched"``: what ``inner_loop`` means on the learner's current device."""
+        autocast_norm = self._has_batch_norm and torch.is_autocast_enabled(self.device.type)
         if self.inner_loop == "auto":
-            batched = self.device.type == "cuda" and self._batchable and not self.checkpoint_tasks
+            batched = self.device.type == "cuda" and self._batchable and not self.checkpoint_tasks and not autocast_norm
             return "batched" if batched else "clone"
+        if self.inner_loop == "batched" and autocast_norm:
+            # torch.func's BatchNorm rules fail on the mixed dtypes of autocast (torch 2.14, seen on CPU bf16).
+            raise ValueError(
+                "Expected no BatchNorm layer with `inner_loop` 'batched' under mixed precision (torch.func cannot "
+                "batch BatchNorm under autocast), but the backbone has one. Use inner_loop='clone' or 'auto'."
+            )
         return self.inner_loop
 
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
