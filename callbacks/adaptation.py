@@ -349,8 +349,14 @@ def _plot_image_episode(task: Task, logits: Tensor, steps: int, max_images: int)
         ax = axes[i // cols, i % cols]
         _show_image(ax, task.support_x[i])
         ax.set_title(f"support {int(task.support_y[i])}", fontsize=8)
-    for j in range(n_query):
-        ax = axes[support_rows + j // cols, j % cols]
+    # Queries of every class, not the first classes only: take them round-robin across classes, and
+    # the wrong ones first, since those are what the picture is for.
+    wrong_first = sorted(range(task.query_x.shape[0]), key=lambda j: bool(predictions[j] == task.query_y[j]))
+    rank_in_class = {j: sum(int(task.query_y[k]) == int(task.query_y[j]) for k in wrong_first[:i])
+                     for i, j in enumerate(wrong_first)}  # fmt: skip
+    shown = sorted(wrong_first, key=lambda j: (rank_in_class[j], int(task.query_y[j])))[:n_query]
+    for position, j in enumerate(shown):
+        ax = axes[support_rows + position // cols, position % cols]
         _show_image(ax, task.query_x[j])
         predicted, true = int(predictions[j]), int(task.query_y[j])
         ax.set_title(f"pred {predicted} / true {true}", fontsize=8, color="green" if predicted == true else "red")

@@ -163,11 +163,21 @@ def test_plot_episode_of_image_task(channels):
     assert isinstance(figure, Figure)
     shown = [ax for ax in figure.axes if ax.images]
     assert len(shown) == 5 + 5  # max_images support and max_images query images
-    predictions = learner.evaluate_episode(task)[0].argmax(-1)
+    predictions = learner.evaluate_episode(task)[0].argmax(-1).tolist()
+    truth = labels[0].tolist()
+    # Wrong predictions first, then round-robin over the classes: every class shows before any repeats.
+    order = [j for j in range(6) if predictions[j] != truth[j]] + [j for j in range(6) if predictions[j] == truth[j]]
+    seen: dict[int, int] = {}
+    rank = {}
+    for j in order:
+        rank[j] = seen.get(truth[j], 0)
+        seen[truth[j]] = rank[j] + 1
+    expected = sorted(order, key=lambda j: (rank[j], truth[j]))[:5]
     queries = [ax for ax in shown if ax.get_title().startswith("pred")]
-    assert [ax.get_title() for ax in queries] == [f"pred {int(p)} / true {int(t)}" for p, t in zip(predictions[:5], labels[0])]
+    assert [ax.get_title() for ax in queries] == [f"pred {predictions[j]} / true {truth[j]}" for j in expected]
+    assert {truth[j] for j in expected} == {0, 1, 2}
     colours = [ax.title.get_color() for ax in queries]
-    assert colours == ["green" if p == t else "red" for p, t in zip(predictions[:5], labels[0])]
+    assert colours == ["green" if predictions[j] == truth[j] else "red" for j in expected]
     image = shown[0].images[0].get_array()
     assert image.min() == pytest.approx(0.0) and image.max() == pytest.approx(1.0)  # min-max rescaled
     assert image.shape == ((8, 8) if channels == 1 else (8, 8, 3))
