@@ -246,3 +246,20 @@ def test_batched_loop_with_batch_norm_under_autocast_is_refused_and_auto_falls_b
         with pytest.raises(ValueError, match=r"Expected no BatchNorm layer with `inner_loop` 'batched' under mixed precision"):
             MAML(backbone, inner_loop="batched").episode(task, training=True)
         assert torch.isfinite(MAML(backbone).episode(task, training=True)).all()  # auto: the clone loop
+
+
+def test_reptile_minibatches_cover_the_task_in_random_passes():
+    torch.manual_seed(6)
+    learner = Reptile(MLP(4, (8,), 3), inner_lr=0.3, inner_steps=3)
+    x, y = torch.randn(6, 4), torch.arange(3).repeat(2)
+    seen = []
+    original = learner.backbone.forward
+    learner.backbone.forward = lambda inputs: (seen.append(inputs.clone()), original(inputs))[1]
+    learner.fine_tune(x, y, steps=3, batch_size=4)
+    batches = [b for b in seen if len(b) == 4]
+    assert len(batches) == 3  # 12 samples drawn: two passes over the 6, each in its own order
+    drawn = torch.cat(batches)
+    for chunk in (drawn[:6], drawn[6:]):
+        assert sorted(chunk.sum(1).tolist()) == sorted(x.sum(1).tolist())
+    with pytest.raises(ValueError, match=r"Expected `inner_batch_size` >= 1, but got 0\."):
+        Reptile(MLP(4, (8,), 3), inner_batch_size=0)

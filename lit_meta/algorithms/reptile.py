@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -24,7 +25,8 @@ class Reptile(MetaLearner):
 
     Nichol, Achiam and Schulman, "On First-Order Meta-Learning Algorithms", arXiv 2018 (algorithm 2).
     For each task of the meta-batch, ``phi_i`` = the weights after ``inner_steps`` SGD steps of size
-    ``inner_lr`` on all its samples (support and query together: in training, a task is just data);
+    ``inner_lr`` on minibatches of its samples (support and query together: in training, a task is
+    just data);
     then ``theta <- theta + epsilon * mean_i(phi_i - theta)``. No gradient flows through the inner
     loop. The outer step runs as an SGD step of size ``epsilon`` on the pseudo-gradient
     ``theta - mean_i(phi_i)`` (manual optimisation), which is the same update.
@@ -36,6 +38,10 @@ class Reptile(MetaLearner):
         inner_lr: SGD step size of the inner loop.
         inner_steps: inner steps per task in meta-training.
         eval_inner_steps: fine-tuning steps in validation, test and predict.
+        inner_batch_size: samples per inner step in meta-training, taken in a random order from the
+            task (the paper's minibatches: with ``None``, every step sees all the task's samples, and
+            Reptile's update loses the between-minibatch gradient terms that make it generalise,
+            Nichol et al., section 5).
         epsilon: outer step size (1 moves the weights onto the mean of the fine-tuned ones).
         anneal: decay ``epsilon`` linearly to 0 over the run (``trainer.estimated_stepping_batches``),
             as in the paper.
@@ -52,6 +58,7 @@ class Reptile(MetaLearner):
         inner_lr: float = 0.1,
         inner_steps: int = 5,
         eval_inner_steps: int = 10,
+        inner_batch_size: int | None = None,
         epsilon: float = 1.0,
         anneal: bool = True,
         loss: Loss = "cross_entropy",
@@ -61,9 +68,11 @@ class Reptile(MetaLearner):
         _check_type("backbone", backbone, nn.Module)
         _check_positive_float("inner_lr", inner_lr)
         _check_positive_int("inner_steps", inner_steps)
+        if inner_batch_size is not None:
+            _check_positive_int("inner_batch_size", inner_batch_size)
         _check_type("anneal", anneal, bool)
         self.backbone = backbone
-        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.inner_lr, self.inner_steps, self.inner_batch_size = inner_lr, inner_steps, inner_batch_size
         self.epsilon, self.anneal = epsilon, anneal
         self.automatic_optimization = False
 
@@ -71,37 +80,51 @@ class Reptile(MetaLearner):
         """The meta-learned (not fine-tuned) network."""
         return self.backbone(x)
 
-    def fine_tune(self, x: Tensor, y: Tensor, steps: int, query_x: Tensor | None = None) -> tuple[dict[str, Tensor], list[Tensor]]:
+    def fine_tune(self, x: Tensor, y: Tensor, steps: int, query_x: Tensor | None = None, every_step: bool = False,
+                  batch_size: int | None = None) -> tuple[dict[str, Tensor], list[Tensor]]:  # fmt: skip
         """SGD on one task's samples ``x (N, ...)``, ``y (N, ...)`` from the current weights.
 
+        Args:
+            x, y: the samples to fit.
+            steps: SGD steps.
+            query_x: inputs to predict after fine-tuning (and before every step with ``every_step``).
+            every_step: record the predictions on ``query_x`` before every step too.
+            batch_size: samples per step, drawn in a fresh random order, one pass after another
+                (``None``: all samples every step).
+
         Returns:
-            The fine-tuned weights by name (detached), and, if ``query_x`` is given, the predictions on
-            it before each step and after the last (``steps + 1`` tensors).
+            The fine-tuned weights by name (detached), and the predictions on ``query_x``: the final
+            one, or ``steps + 1`` with ``every_step``.
         """
         weights = {name: p.detach().requires_grad_() for name, p in self.backbone.named_parameters()}
+        if batch_size is not None:  # enough random passes over the samples for all the steps
+            passes = math.ceil(steps * batch_size / len(x))
+            order = torch.cat([torch.randperm(len(x), device=x.device) for _ in range(passes)])
         predictions = []
-        for step in range(steps + 1):
-            if query_x is not None:
+        for step in range(steps):
+            if every_step and query_x is not None:
                 predictions.append(functional_call(self.backbone, weights, (query_x,)).detach())
-            if step == steps:
-                break
-            loss = task_losses(functional_call(self.backbone, weights, (x,))[None], y[None], self.loss)[0]
+            batch = slice(None) if batch_size is None else order[step * batch_size : (step + 1) * batch_size]
+            outputs = functional_call(self.backbone, weights, (x[batch],))
+            loss = task_losses(outputs[None], y[batch][None], self.loss)[0]
             grads = dict(zip(weights, torch.autograd.grad(loss, list(weights.values()))))
             weights = {name: p.detach().requires_grad_() for name, p in sgd_step(weights, grads, self.inner_lr).items()}
+        if query_x is not None:
+            predictions.append(functional_call(self.backbone, weights, (query_x,)).detach())
         return {name: p.detach() for name, p in weights.items()}, predictions
 
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         # The fine-tuned predictions carry no meta-gradient: Reptile's outer step is not a backward pass.
         if steps is None:
             steps = self.inner_steps if training else self.eval_inner_steps
-        per_task = [self.fine_tune(sx, sy, steps, qx)[1] for sx, sy, qx in zip(task.support_x, task.support_y, task.query_x)]
-        curve = torch.stack([torch.stack(step) for step in zip(*per_task)])  # (steps + 1, B, Nq, *out)
+        per_task = [self.fine_tune(sx, sy, steps, qx, every_step)[1] for sx, sy, qx in zip(task.support_x, task.support_y, task.query_x)]
+        curve = torch.stack([torch.stack(step) for step in zip(*per_task)])  # (steps + 1 or 1, B, Nq, *out)
         return curve if every_step else curve[-1]
 
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         adapted, predictions = [], []
         for sx, sy, qx, qy in zip(*batch):
-            weights, _ = self.fine_tune(torch.cat([sx, qx]), torch.cat([sy, qy]), self.inner_steps)
+            weights, _ = self.fine_tune(torch.cat([sx, qx]), torch.cat([sy, qy]), self.inner_steps, batch_size=self.inner_batch_size)
             adapted.append(weights)
             with torch.no_grad():
                 predictions.append(functional_call(self.backbone, weights, (qx,)))
