@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_meta._checks import _check_positive_int
@@ -26,10 +28,26 @@ class MetaCLI(LightningCLI):
                             help="torch intra-op threads (default: torch's choice)")  # fmt: skip
 
     def before_instantiate_classes(self) -> None:
-        threads = self.config[self.subcommand].get("num_threads") if self.subcommand else self.config.get("num_threads")
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("num_threads")
         if threads is not None:
             _check_positive_int("num_threads", threads)
             torch.set_num_threads(threads)
+        trainer = config.get("trainer")
+        if trainer is not None and trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):
+            # `--trainer.enable_progress_bar false` on a config that lists a progress bar (ours do):
+            # the flag wins, instead of Lightning's error about the contradiction.
+            trainer["callbacks"] = [c for c in trainer["callbacks"] if not _is_progress_bar(c)]
+
+
+def _is_progress_bar(callback: object) -> bool:
+    class_path = getattr(callback, "class_path", None) or type(callback).__module__ + "." + type(callback).__qualname__
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and issubclass(found, ProgressBar)
 
 
 def main(args: list[str] | None = None) -> None:

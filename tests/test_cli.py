@@ -55,6 +55,14 @@ def test_config_runs_with_fast_dev_run(config, tmp_path, monkeypatch):
     run_cli("fit", *common, "--trainer.fast_dev_run", "2")  # two training steps and a validation step
 
 
+def test_disabling_the_progress_bar_drops_the_configs_progress_bar(tmp_path, monkeypatch):
+    config = ROOT / "configs" / "omniglot_maml_minimal_5w1s.yaml"
+    overrides = small_data_for(config, tmp_path / "data", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    # The config lists callbacks.MetaProgressBar; Lightning alone would refuse the combination.
+    run_cli("fit", "--config", str(config), *overrides, "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false")
+
+
 def test_validate_subcommand_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_cli("validate", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--trainer.fast_dev_run", "1")
