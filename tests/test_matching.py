@@ -179,3 +179,12 @@ def test_embedding_size_mismatch_and_negative_steps_raise():
         MatchingNetworks(backbone).episode(task, training=True)
     with pytest.raises(ValueError, match=r"Expected `steps` >= 0, but got -1\."):
         MatchingNetworks(MLP(4, (8,), WAYS)).episode(task, training=False, steps=-1)
+
+
+def test_cosine_scale_sharpens_the_attention():
+    query, support = torch.randn(1, 2, 5), torch.randn(1, 4, 5)
+    cosines = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)
+    torch.testing.assert_close(cosine_attention(query, support, scale=10.0), (10.0 * cosines).softmax(-1))
+    assert cosine_attention(query, support, 10.0).max() > cosine_attention(query, support).max()
+    with pytest.raises(ValueError, match=r"Expected `cosine_scale` > 0, but got 0\."):
+        MatchingNetworks(MLP(4, (8,), 3), cosine_scale=0)

@@ -12,22 +12,25 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_positive_int, _check_type
+from lit_meta._checks import _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.metric import MetricLearner
 
 
-def cosine_attention(query_emb: Tensor, support_emb: Tensor) -> Tensor:
-    """Attention ``a(x, x_i)``: softmax over the support of cosine similarities (eq. 2).
+def cosine_attention(query_emb: Tensor, support_emb: Tensor, scale: float = 1.0) -> Tensor:
+    """Attention ``a(x, x_i)``: softmax over the support of cosine similarities (eq. 2), times ``scale``.
 
     Args:
         query_emb: ``(B, Nq, D)`` query embeddings ``f(x)``.
         support_emb: ``(B, Ns, D)`` support embeddings ``g(x_i)``.
+        scale: multiplies the similarities before the softmax (1 in the paper). Cosines lie in
+            ``[-1, 1]``, so with 1 the attention can never be sharp: 20-way, a perfect match gets at
+            most half of it.
 
     Returns:
         ``(B, Nq, Ns)`` attention weights; each row sums to 1.
     """
     similarity = F.normalize(query_emb, dim=-1) @ F.normalize(support_emb, dim=-1).transpose(1, 2)
-    return similarity.softmax(-1)
+    return (scale * similarity).softmax(-1)
 
 
 def matching_log_probs(attention: Tensor, support_y: Tensor, ways: int) -> Tensor:
@@ -93,6 +96,8 @@ class MatchingNetworks(MetricLearner):
         backbone: embedding network with ``features`` and ``head`` (see :class:`MetricLearner`).
         fce: use full context embeddings (:class:`FullContextEmbedding`).
         fce_steps: processing steps ``K`` of the attention LSTM (used with ``fce``).
+        cosine_scale: multiplies the cosine similarities before the attention softmax; 1 is the
+            paper's attention, larger values let it become sharp (see :func:`cosine_attention`).
         optimizer: meta optimizer (Adam by default).
         lr_scheduler: optional schedule of the meta learning rate, stepped every meta-batch.
 
@@ -105,15 +110,18 @@ class MatchingNetworks(MetricLearner):
         backbone: nn.Module,
         fce: bool = False,
         fce_steps: int = 5,
+        cosine_scale: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
         _check_type("fce", fce, bool)
         _check_positive_int("fce_steps", fce_steps)
+        _check_positive_float("cosine_scale", cosine_scale)
+        self.cosine_scale = cosine_scale
         self.fce = FullContextEmbedding(self.embedding_dim, fce_steps) if fce else None
 
     def classify(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         if self.fce is not None:
             query, support = self.fce(query, support)
-        return matching_log_probs(cosine_attention(query, support), support_y, ways)
+        return matching_log_probs(cosine_attention(query, support, self.cosine_scale), support_y, ways)
