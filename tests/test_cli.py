@@ -42,6 +42,7 @@ def small_data_for(config: Path, folder: Path, monkeypatch) -> list[str]:
             minimal_omniglot(str(folder), characters=12)
     elif data["class_path"].endswith("MiniImageNetDataModule"):
         mini_imagenet(str(folder), classes=6, images=20)
+        overrides.append("--data.ways=5")  # Prototypical Networks train 30-way; 6 fabricated classes per split
     else:
         return overrides
     return overrides + [f"--data.data_dir={folder}", "--data.download=false", "--data.val_tasks=2", "--data.test_tasks=2"]
