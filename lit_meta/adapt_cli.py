@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from datamodules.image_folder import list_classes
 from datamodules.images import IMAGE_SUFFIXES, ImagePreprocessing
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.cli import import_subclass
 
 PROGRESS_THRESHOLD = 300  # queries; fewer finish too fast for a progress bar to help
 
@@ -43,7 +43,7 @@ def load_learner(path: str) -> tuple[MetaLearner, ImagePreprocessing]:
     except Exception as err:  # noqa: BLE001 - torch raises many types for files that are not checkpoints
         raise ValueError(f"Expected a checkpoint written by `lit-meta fit` in {path!r}, but could not read it ({type(err).__name__}).") from err
     class_path = checkpoint.get("hyper_parameters", {}).get("_class_path") if isinstance(checkpoint, dict) else None
-    learner_class = _resolve(class_path)
+    learner_class = import_subclass(class_path, MetaLearner)
     if learner_class is None:
         raise ValueError(f"Expected a checkpoint of a lit-meta learner (a MetaLearner subclass) in {path!r}, but got {class_path or 'another checkpoint'}.")
     preprocessing = checkpoint.get("lit_meta", {}).get("preprocessing")
@@ -54,17 +54,6 @@ def load_learner(path: str) -> tuple[MetaLearner, ImagePreprocessing]:
         )
     learner = learner_class.load_from_checkpoint(path, map_location="cpu")
     return learner, ImagePreprocessing.from_dict(preprocessing)
-
-
-def _resolve(class_path: str | None) -> type[MetaLearner] | None:
-    if not isinstance(class_path, str) or "." not in class_path:
-        return None
-    module, name = class_path.rsplit(".", 1)
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) and issubclass(found, MetaLearner) else None
 
 
 def read_support(root: str, preprocessing: ImagePreprocessing) -> tuple[Tensor, Tensor, list[str]]:

@@ -42,12 +42,20 @@ class MetaCLI(LightningCLI):
 
 def _is_progress_bar(callback: object) -> bool:
     class_path = getattr(callback, "class_path", None) or type(callback).__module__ + "." + type(callback).__qualname__
-    module, _, name = class_path.rpartition(".")
+    return import_subclass(class_path, ProgressBar) is not None
+
+
+def import_subclass(class_path: object, base: type) -> type | None:
+    """The class named ``"package.module.Name"`` if it is a subclass of ``base``; ``None`` otherwise
+    (not a class path, not importable, or another class)."""
+    if not isinstance(class_path, str) or "." not in class_path:
+        return None
+    module, name = class_path.rsplit(".", 1)
     try:
         found = getattr(importlib.import_module(module), name, None)
     except ImportError:
-        return False
-    return isinstance(found, type) and issubclass(found, ProgressBar)
+        return None
+    return found if isinstance(found, type) and issubclass(found, base) else None
 
 
 def main(args: list[str] | None = None) -> None:
