@@ -134,3 +134,27 @@ def reptile_displacement(weight: Tensor, adapted: Sequence[Tensor]) -> Tensor:
         The mean displacement, shaped like ``weight``.
     """
     return (torch.stack(list(adapted)) - weight).mean(0)
+
+
+def gradient_surrogate(params: Sequence[Tensor], grads: Sequence[Tensor | None], value: Tensor) -> Tensor:
+    """A scalar equal to ``value`` whose gradient with respect to ``params[i]`` is ``grads[i]``.
+
+    For gradients computed outside the backward pass Lightning runs (one task at a time, or Reptile's
+    displacement): backpropagating the surrogate puts them into ``.grad`` through the strategy's
+    all-reduce and the precision plugin's loss scaling, as any loss would.
+
+    Args:
+        params: the parameters, any shapes.
+        grads: one gradient per parameter, shaped like it; ``None`` leaves that parameter's ``.grad``
+            untouched.
+        value: the scalar to report (the loss); only its value is used.
+
+    Returns:
+        ``value + sum_i <params[i], grads[i]> - (the same, detached)``: a 0-d tensor.
+    """
+    if len(params) != len(grads):
+        raise ValueError(f"Expected one gradient per parameter ({len(params)}), but got {len(grads)}.")
+    inner = sum((p * g.detach()).sum() for p, g in zip(params, grads) if g is not None)
+    if not isinstance(inner, Tensor):  # no gradient at all
+        return value.detach()
+    return value.detach() + inner - inner.detach()

@@ -10,7 +10,7 @@ from torch import nn
 
 from lit_meta.algorithms import ANIL, MAML, MetaSGD, PrototypicalNetworks, Reptile
 from lit_meta.algorithms.reptile import annealed
-from lit_meta.functional import prototype_logits, prototypes, reptile_displacement
+from lit_meta.functional import gradient_surrogate, prototype_logits, prototypes, reptile_displacement
 from lit_meta.models import CNN4, MLP
 from lit_meta.tasks import Task
 from tests.conftest import make_classification_task
@@ -179,20 +179,39 @@ def test_reptile_anneals_epsilon_over_the_run():
     assert trainer.callback_metrics["train/epsilon"].item() == pytest.approx(1 / 3)
 
 
+def test_gradient_surrogate_has_the_value_and_the_gradients_it_is_given():
+    a, b, c = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True), torch.ones(1, requires_grad=True)
+    surrogate = gradient_surrogate([a, b, c], [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.0, 3.0]), None], torch.tensor(7.5))
+    assert surrogate.item() == 7.5
+    surrogate.backward()
+    assert a.grad.tolist() == [1.0, -2.0] and b.grad.tolist() == [0.5, 0.0, 3.0] and c.grad is None
+    with pytest.raises(ValueError, match=r"Expected one gradient per parameter \(3\), but got 2\."):
+        gradient_surrogate([a, b, c], [None, None], torch.tensor(0.0))
+
+
 # ---- memory and precision switches of the MAML family ---------------------------------------------
-def meta_gradient(learner, task):
+
+def training_step_gradient(learner, task):
+    """The meta-gradient the training step leaves in ``.grad``, and the loss it reports."""
     learner.zero_grad()
-    learner.task_losses(learner.episode(task, training=True), task.query_y).mean().backward()
-    return [p.grad.clone() for p in learner.parameters()]
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer here: Lightning's logging warns and skips
+        loss = learner.training_step(task, 0)
+    loss.backward()
+    return [p.grad.clone() for p in learner.parameters()], loss.detach()
 
 
 @pytest.mark.parametrize("algorithm", [MAML, MetaSGD, ANIL])
-def test_checkpointed_tasks_give_the_same_second_order_meta_gradient(algorithm):
+@pytest.mark.parametrize("first_order", [False, True])
+def test_backward_per_task_gives_the_same_meta_gradient_and_loss(algorithm, first_order):
     torch.manual_seed(2)
     backbone, task = MLP(4, (8,), 3), make_classification_task(num_tasks=3)
-    plain = meta_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, inner_loop="clone"), task)
-    checkpointed = meta_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, checkpoint_tasks=True), task)
-    for a, b in zip(plain, checkpointed):
+    plain = algorithm(backbone, inner_lr=0.5, inner_steps=2, first_order=first_order, inner_loop="clone")
+    expected, expected_loss = training_step_gradient(plain, task)
+    per_task = algorithm(backbone, inner_lr=0.5, inner_steps=2, first_order=first_order, backward_per_task=True)
+    got, loss = training_step_gradient(per_task, task)
+    torch.testing.assert_close(loss, expected_loss)
+    assert any(g.abs().sum() > 0 for g in got)
+    for a, b in zip(expected, got):
         torch.testing.assert_close(a, b)
 
 
@@ -207,14 +226,14 @@ class _Scaler:
 
 
 @pytest.mark.parametrize("algorithm", [MAML, MetaSGD])
-@pytest.mark.parametrize("inner_loop", ["clone", "batched"])
-def test_scaled_inner_loss_gives_the_unscaled_meta_gradient(algorithm, inner_loop, monkeypatch):
+@pytest.mark.parametrize("options", [{"inner_loop": "clone"}, {"inner_loop": "batched"}, {"backward_per_task": True}])
+def test_scaled_inner_loss_gives_the_unscaled_meta_gradient(algorithm, options, monkeypatch):
     torch.manual_seed(3)
     backbone, task = MLP(4, (8,), 3), make_classification_task(num_tasks=2)
-    expected = meta_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, inner_loop=inner_loop), task)
-    learner = algorithm(backbone, inner_lr=0.5, inner_steps=2, inner_loop=inner_loop)
+    expected, _ = training_step_gradient(algorithm(backbone, inner_lr=0.5, inner_steps=2, **options), task)
+    learner = algorithm(backbone, inner_lr=0.5, inner_steps=2, **options)
     monkeypatch.setattr(learner, "_loss_scale", lambda: _Scaler().get_scale())
-    for a, b in zip(expected, meta_gradient(learner, task)):
+    for a, b in zip(expected, training_step_gradient(learner, task)[0]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -230,12 +249,12 @@ def test_auto_inner_loop_is_batched_on_cuda_only():
     assert learner.resolved_inner_loop() == "clone"
     learner._device = torch.device("cuda", 0)  # where the learner says it lives; nothing is moved
     assert learner.resolved_inner_loop() == "batched"
-    assert MAML(MLP(4, (8,), 3), checkpoint_tasks=True).resolved_inner_loop() == "clone"
+    assert MAML(MLP(4, (8,), 3), backward_per_task=True).resolved_inner_loop() == "clone"
 
 
-def test_checkpointing_needs_the_clone_loop():
-    with pytest.raises(ValueError, match=r"Expected `inner_loop` 'clone' or 'auto' with `checkpoint_tasks`.*but got 'batched'\."):
-        MAML(MLP(4, (8,), 3), inner_loop="batched", checkpoint_tasks=True)
+def test_backward_per_task_needs_the_clone_loop():
+    with pytest.raises(ValueError, match=r"Expected `inner_loop` 'clone' or 'auto' with `backward_per_task`.*but got 'batched'\."):
+        MAML(MLP(4, (8,), 3), inner_loop="batched", backward_per_task=True)
 
 
 def test_batched_loop_with_batch_norm_under_autocast_is_refused_and_auto_falls_back():

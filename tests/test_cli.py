@@ -75,7 +75,7 @@ def test_print_config_shows_every_maml_argument(capsys):
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model = config["model"]["init_args"]
-    assert set(model) == {"backbone", "inner_lr", "inner_steps", "eval_inner_steps", "first_order", "inner_loop", "checkpoint_tasks", "loss",
+    assert set(model) == {"backbone", "inner_lr", "inner_steps", "eval_inner_steps", "first_order", "inner_loop", "backward_per_task", "loss",
                           "optimizer", "lr_scheduler"}
     assert model["optimizer"]["init_args"]["lr"] == 0.001
     assert {"shots", "queries", "eval_shots", "meta_batch_size", "seed"} <= set(config["data"]["init_args"])

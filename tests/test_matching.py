@@ -188,3 +188,14 @@ def test_cosine_scale_sharpens_the_attention():
     assert cosine_attention(query, support, 10.0).max() > cosine_attention(query, support).max()
     with pytest.raises(ValueError, match=r"Expected `cosine_scale` > 0, but got 0\."):
         MatchingNetworks(MLP(4, (8,), 3), cosine_scale=0)
+
+
+def test_learned_scale_starts_at_cosine_scale_and_gets_a_gradient():
+    learner = MatchingNetworks(MLP(4, (8,), WAYS), cosine_scale=10.0, learn_scale=True)
+    assert learner.cosine_scale.item() == 10.0
+    assert any(p is learner.cosine_scale for p in learner.parameters())
+    task = make_classification_task()
+    learner.task_losses(learner.episode(task, training=True), task.query_y).mean().backward()
+    assert learner.cosine_scale.grad is not None and learner.cosine_scale.grad.abs() > 0
+    with pytest.raises(TypeError, match=r"Expected `learn_scale` to be bool, but got str 'yes'\."):
+        MatchingNetworks(MLP(4, (8,), WAYS), learn_scale="yes")

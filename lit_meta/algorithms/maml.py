@@ -9,11 +9,10 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-from torch.utils.checkpoint import checkpoint
 
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import Loss, MetaLearner
-from lit_meta.functional import sgd_step, task_losses
+from lit_meta.functional import gradient_surrogate, sgd_step, task_losses
 from lit_meta.tasks import Task
 
 INNER_LOOPS = ("auto", "clone", "batched")
@@ -43,10 +42,11 @@ class MAML(MetaLearner):
             removes the per-task Python overhead (no BatchNorm running statistics, and no BatchNorm
             under mixed precision); ``"auto"`` is batched on CUDA (where it pays) and clone elsewhere
             or where the module cannot be batched.
-        checkpoint_tasks: gradient checkpointing of the clone inner loop: keep no task's activations
-            for the backward pass and recompute each task's inner loop there instead. Peak memory
-            of second-order MAML then grows with one task, not the meta-batch, for about one more
-            forward pass per task. Runs the clone inner loop.
+        backward_per_task: the memory switch. Each task's meta-gradient is taken as soon as its
+            query loss is known, and its graph (the second-order inner loop included) is freed
+            before the next task adapts, so peak memory holds one task's graph instead of the
+            meta-batch's. The meta-gradient is the same (tasks are independent); what it costs is
+            the batched inner loop's parallelism (it runs the clone loop), not recomputation.
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
         optimizer: outer-loop optimizer (Adam with lr 1e-3, as in the paper, by default).
         lr_scheduler: optional schedule of the outer learning rate, stepped every meta-batch.
@@ -60,7 +60,7 @@ class MAML(MetaLearner):
         eval_inner_steps: int = 10,
         first_order: bool = False,
         inner_loop: Literal["auto", "clone", "batched"] = "auto",
-        checkpoint_tasks: bool = False,
+        backward_per_task: bool = False,
         loss: Loss = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -71,16 +71,16 @@ class MAML(MetaLearner):
         _check_positive_int("inner_steps", inner_steps)
         _check_type("first_order", first_order, bool)
         _check_one_of("inner_loop", inner_loop, INNER_LOOPS)
-        _check_type("checkpoint_tasks", checkpoint_tasks, bool)
+        _check_type("backward_per_task", backward_per_task, bool)
         if inner_loop == "batched":
             _check_batchable(backbone)
-            if checkpoint_tasks:
-                raise ValueError("Expected `inner_loop` 'clone' or 'auto' with `checkpoint_tasks` (it checkpoints one task at a time), but got 'batched'.")
+            if backward_per_task:
+                raise ValueError("Expected `inner_loop` 'clone' or 'auto' with `backward_per_task` (it adapts one task at a time), but got 'batched'.")
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.first_order = first_order
         self.inner_loop = inner_loop
-        self.checkpoint_tasks = checkpoint_tasks
+        self.backward_per_task = backward_per_task
         self._batchable = _is_batchable(backbone)
         self._has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
         body, adapted = self.split(backbone)
@@ -109,7 +109,7 @@ class MAML(MetaLearner):
         """``"clone"`` or ``"batched"``: what ``inner_loop`` means on the learner's current device."""
         autocast_norm = self._has_batch_norm and torch.is_autocast_enabled(self.device.type)
         if self.inner_loop == "auto":
-            batched = self.device.type == "cuda" and self._batchable and not self.checkpoint_tasks and not autocast_norm
+            batched = self.device.type == "cuda" and self._batchable and not self.backward_per_task and not autocast_norm
             return "batched" if batched else "clone"
         if self.inner_loop == "batched" and autocast_norm:
             # torch.func's BatchNorm rules fail on the mixed dtypes of autocast (torch 2.14, seen on CPU bf16).
@@ -124,10 +124,30 @@ class MAML(MetaLearner):
             steps = self.inner_steps if training else self.eval_inner_steps
         second_order = training and not self.first_order
         adapt = self._episode_batched if self.resolved_inner_loop() == "batched" else self._episode_clone
-        per_step = adapt(task, steps, second_order, every_step, checkpointed=training and self.checkpoint_tasks)
+        per_step = adapt(task, steps, second_order, every_step)
         return torch.stack(per_step) if every_step else per_step[-1]
 
-    def _episode_clone(self, task: Task, steps: int, second_order: bool, every_step: bool, checkpointed: bool) -> list[Tensor]:
+    def training_step(self, batch: Task, batch_idx: int) -> Tensor:
+        if not self.backward_per_task:
+            return super().training_step(batch, batch_idx)
+        params = [p for p in self.parameters() if p.requires_grad]
+        meta_grads: list[Tensor | None] = [None] * len(params)
+        scale, predictions = self._loss_scale(), []
+        for i in range(batch.num_tasks):
+            task = Task(*(t[i : i + 1] for t in batch))
+            prediction = self.episode(task, training=True)
+            # This task's share of the mean query loss, scaled like the outer loss under 16-mixed.
+            loss = self.task_losses(prediction, task.query_y)[0] * (scale / batch.num_tasks)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)  # frees this task's graph
+            for j, g in enumerate(grads):
+                if g is not None:
+                    meta_grads[j] = g / scale if meta_grads[j] is None else meta_grads[j] + g / scale
+            predictions.append(prediction.detach())
+        # Lightning's backward of the surrogate puts the meta-gradient into .grad, through the
+        # strategy's all-reduce and the precision plugin's scaling like any other loss.
+        return gradient_surrogate(params, meta_grads, self.log_training(torch.cat(predictions), batch))
+
+    def _episode_clone(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
         """One learn2learn clone per task; returns query predictions ``(B, Nq, *out)`` per recorded step."""
 
         def adapt_task(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> tuple[Tensor, ...]:
@@ -142,10 +162,7 @@ class MAML(MetaLearner):
             predictions.append(learner(query_x))
             return tuple(predictions)
 
-        per_task = []
-        for inputs in zip(task.support_x, task.support_y, task.query_x):
-            # Non-reentrant checkpointing recomputes the task (second-order inner loop included) in backward.
-            per_task.append(checkpoint(adapt_task, *inputs, use_reentrant=False) if checkpointed else adapt_task(*inputs))
+        per_task = [adapt_task(*inputs) for inputs in zip(task.support_x, task.support_y, task.query_x)]
         return [torch.stack(step) for step in zip(*per_task)]
 
     def _inner_update(self, learner: nn.Module, loss: Tensor, second_order: bool) -> None:
@@ -173,7 +190,7 @@ class MAML(MetaLearner):
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
-    def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool, checkpointed: bool) -> list[Tensor]:
+    def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
         """All tasks at once: ``vmap`` over tasks of ``steps`` functional SGD steps."""
         module = self.maml.module
         params = dict(module.named_parameters())

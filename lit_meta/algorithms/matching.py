@@ -16,15 +16,15 @@ from lit_meta._checks import _check_positive_float, _check_positive_int, _check_
 from lit_meta.algorithms.metric import MetricLearner
 
 
-def cosine_attention(query_emb: Tensor, support_emb: Tensor, scale: float = 1.0) -> Tensor:
+def cosine_attention(query_emb: Tensor, support_emb: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """Attention ``a(x, x_i)``: softmax over the support of cosine similarities (eq. 2), times ``scale``.
 
     Args:
         query_emb: ``(B, Nq, D)`` query embeddings ``f(x)``.
         support_emb: ``(B, Ns, D)`` support embeddings ``g(x_i)``.
-        scale: multiplies the similarities before the softmax (1 in the paper). Cosines lie in
-            ``[-1, 1]``, so with 1 the attention can never be sharp: 20-way, a perfect match gets at
-            most half of it.
+        scale: multiplies the similarities before the softmax (1 in the paper; a number or a 0-d
+            tensor, learned or not). Cosines lie in ``[-1, 1]``, so with 1 the attention can never be
+            sharp: 20-way, a perfect match gets at most half of it.
 
     Returns:
         ``(B, Nq, Ns)`` attention weights; each row sums to 1.
@@ -98,6 +98,8 @@ class MatchingNetworks(MetricLearner):
         fce_steps: processing steps ``K`` of the attention LSTM (used with ``fce``).
         cosine_scale: multiplies the cosine similarities before the attention softmax; 1 is the
             paper's attention, larger values let it become sharp (see :func:`cosine_attention`).
+        learn_scale: meta-learn the scale, starting from ``cosine_scale`` (the metric scaling of
+            Oreshkin, Rodriguez and Lacoste, "TADAM", NeurIPS 2018).
         optimizer: meta optimizer (Adam by default).
         lr_scheduler: optional schedule of the meta learning rate, stepped every meta-batch.
 
@@ -111,6 +113,7 @@ class MatchingNetworks(MetricLearner):
         fce: bool = False,
         fce_steps: int = 5,
         cosine_scale: float = 1.0,
+        learn_scale: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -118,7 +121,8 @@ class MatchingNetworks(MetricLearner):
         _check_type("fce", fce, bool)
         _check_positive_int("fce_steps", fce_steps)
         _check_positive_float("cosine_scale", cosine_scale)
-        self.cosine_scale = cosine_scale
+        _check_type("learn_scale", learn_scale, bool)
+        self.cosine_scale: float | nn.Parameter = nn.Parameter(torch.tensor(float(cosine_scale))) if learn_scale else cosine_scale
         self.fce = FullContextEmbedding(self.embedding_dim, fce_steps) if fce else None
 
     def classify(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:

@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from lit_meta._checks import _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import Loss, MetaLearner
-from lit_meta.functional import reptile_displacement, sgd_step, task_losses
+from lit_meta.functional import gradient_surrogate, reptile_displacement, sgd_step, task_losses
 from lit_meta.tasks import Task
 
 
@@ -28,7 +28,7 @@ class Reptile(MetaLearner):
     ``inner_lr`` on minibatches of its samples (support and query together: in training, a task is
     just data);
     then ``theta <- theta + epsilon * mean_i(phi_i - theta)``. No gradient flows through the inner
-    loop. The outer step runs as an SGD step of size ``epsilon`` on the pseudo-gradient
+    loop. The outer step runs as an SGD step of size ``epsilon`` along the pseudo-gradient
     ``theta - mean_i(phi_i)`` (manual optimisation), which is the same update.
 
     Evaluation fine-tunes on the support set for ``eval_inner_steps`` steps and predicts the queries.
@@ -134,15 +134,14 @@ class Reptile(MetaLearner):
             epsilon = annealed(self.epsilon, self.global_step, self.trainer.estimated_stepping_batches)
         for group in optimizer.param_groups:
             group["lr"] = epsilon
-        # 0.5 * ||theta - mean_i(phi_i)||^2 has the gradient theta - mean_i(phi_i): an SGD step of size
-        # epsilon on it is Reptile's update, and going through backward lets Lightning's strategy
-        # average it across processes and its precision plugin scale and unscale it.
-        surrogate = sum(
-            0.5 * (weight - (weight.detach() + reptile_displacement(weight.detach(), [phi[name] for phi in adapted]))).pow(2).sum()
-            for name, weight in self.backbone.named_parameters()
-        )
+        loss = self.log_training(torch.stack(predictions), batch)
+        # An SGD step of size epsilon along -mean_i(phi_i - theta) is Reptile's update; going through
+        # backward lets Lightning's strategy average it across processes and its precision plugin
+        # scale and unscale it.
+        named = list(self.backbone.named_parameters())
+        pseudo_grads = [-reptile_displacement(w.detach(), [phi[name] for phi in adapted]) for name, w in named]
         optimizer.zero_grad()
-        self.manual_backward(surrogate)
+        self.manual_backward(gradient_surrogate([w for _, w in named], pseudo_grads, loss))
         optimizer.step()
         self.log("train/epsilon", epsilon, batch_size=batch.num_tasks)
-        return self.log_training(torch.stack(predictions), batch)
+        return loss
