@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import datamodules.omniglot
@@ -108,7 +109,7 @@ def test_fit_then_test_write_meta_test_json(tmp_path, monkeypatch):
     common = ["--config", str(ROOT / "configs" / "sinusoid_maml.yaml"),
               "--data.train_batches_per_epoch=5", "--data.val_tasks=4", "--data.test_tasks=30",
               "--data.eval_queries=10"]  # fmt: skip
-    run_cli("fit", *common, "--trainer.max_steps=5", "--trainer.check_val_every_n_epoch=1")
+    run_cli("fit", *common, "--trainer.max_steps=10", "--trainer.check_val_every_n_epoch=1")  # 2 validations
     fit_dir = tmp_path / "lightning_logs" / "version_0"
     results = json.loads((fit_dir / "meta_test.json").read_text())
     assert results["metric"] == "mse" and results["num_tasks"] == 30 and results["shots"] == 5
@@ -116,7 +117,11 @@ def test_fit_then_test_write_meta_test_json(tmp_path, monkeypatch):
     assert all(set(v) == {"mean", "ci95"} and v["ci95"] > 0 for v in results["steps"].values())
     assert (fit_dir / "hparams.yaml").exists() and list(fit_dir.glob("events.out.tfevents.*"))
 
-    checkpoint = next((fit_dir / "checkpoints").glob("*.ckpt"))
+    checkpoints = fit_dir / "checkpoints"
+    assert {path.name for path in checkpoints.glob("*.ckpt")} == {"best.ckpt", "last.ckpt"}
+    # last.ckpt is the end of the run, whichever validation was best
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 10
+    checkpoint = checkpoints / "best.ckpt"
     run_cli("test", *common, "--data.eval_shots=10", f"--ckpt_path={checkpoint}")
     results_10 = json.loads((tmp_path / "lightning_logs" / "version_1" / "meta_test.json").read_text())
     assert results_10["shots"] == 10 and results_10["num_tasks"] == 30
