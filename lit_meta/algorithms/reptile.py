@@ -124,10 +124,10 @@ class Reptile(MetaLearner):
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         adapted, predictions = [], []
         for sx, sy, qx, qy in zip(*batch):
-            weights, _ = self.fine_tune(torch.cat([sx, qx]), torch.cat([sy, qy]), self.inner_steps, batch_size=self.inner_batch_size)
+            x, y = torch.cat([sx, qx]), torch.cat([sy, qy])
+            weights, (prediction,) = self.fine_tune(x, y, self.inner_steps, query_x=qx, batch_size=self.inner_batch_size)
             adapted.append(weights)
-            with torch.no_grad():
-                predictions.append(functional_call(self.backbone, weights, (qx,)))
+            predictions.append(prediction)
         optimizer = self.optimizers()
         epsilon = self.epsilon
         if self.anneal:
