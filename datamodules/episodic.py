@@ -19,6 +19,7 @@ key and restores it afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -65,6 +66,42 @@ def check_split(split: str, class_sizes: dict[str, int], ways: int, per_class: i
                 f"Expected >= {per_class} images (`shots` + `queries`) in class {name!r} of split {split!r}, "
                 f"but got {size}."
             )
+
+
+def image_digests(dataset: Dataset) -> list[bytes]:
+    """A content digest of every sample's image (``dataset[i][0]``), as the model would see it."""
+    return [hashlib.blake2b(np.ascontiguousarray(dataset[i][0]).tobytes(), digest_size=16).digest() for i in range(len(dataset))]
+
+
+def check_disjoint(
+    split: str,
+    digests: Sequence[bytes],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    train: dict[bytes, str],
+) -> None:
+    """Fail, naming the classes and the count, if a class of ``split`` shares an image with a training class.
+
+    Args:
+        split: ``"val"`` or ``"test"``.
+        digests: the content digest of each sample of ``split``.
+        labels: the class index of each sample.
+        class_names: ``class_names[label]`` names a class.
+        train: ``{digest: training class name}`` of every training image.
+    """
+    shared: dict[tuple[str, str], int] = {}
+    for digest, label in zip(digests, labels):
+        if digest in train:
+            pair = (class_names[label], train[digest])
+            shared[pair] = shared.get(pair, 0) + 1
+    if shared:
+        classes = {name for name, _ in shared}
+        listed = ", ".join(f"{name!r} with {other!r} ({count})" for (name, other), count in list(shared.items())[:5])
+        more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+        raise ValueError(
+            f"Expected the classes of split {split!r} to share no image with those of split 'train', but got "
+            f"{len(classes)} classes sharing {sum(shared.values())} images: {listed}{more}."
+        )
 
 
 def rank_and_world(trainer: object | None) -> tuple[int, int]:
@@ -196,6 +233,8 @@ class EpisodicDataModule(LightningDataModule, ABC):
         self.num_workers = num_workers
         self.seed, self.eval_seed = seed, eval_seed
         self._episodes: dict[str, _Episodes] = {}
+        self._splits: dict[str, tuple[Dataset, Sequence[int], Sequence[str]]] = {}
+        self._train_digests: dict[bytes, str] | None = None
 
     # ---- what a subclass provides ----------------------------------------------------------------
     @abstractmethod
@@ -220,11 +259,26 @@ class EpisodicDataModule(LightningDataModule, ABC):
                 self._episodes[split] = self._build_episodes(split)
 
     def _build_episodes(self, split: str) -> _Episodes:
-        dataset, labels, class_names = self.build_split(split)
+        dataset, labels, class_names = self._split(split)
         ways, shots, queries = self.task_shape(split)
         sizes = {class_names[label]: len(indices) for label, indices in labels_to_indices(labels).items()}
         check_split(split, sizes, ways, shots + queries)
+        if split != "train":
+            # One hash per image: a test on training images would report memory, not adaptation.
+            check_disjoint(split, image_digests(dataset), labels, class_names, self._training_digests())
         return _Episodes(dataset, labels, ways, shots, queries)
+
+    def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
+        if split not in self._splits:
+            self._splits[split] = self.build_split(split)
+        return self._splits[split]
+
+    def _training_digests(self) -> dict[bytes, str]:
+        """``{digest: class name}`` of every training image, computed once."""
+        if self._train_digests is None:
+            dataset, labels, class_names = self._split("train")
+            self._train_digests = {d: class_names[label] for d, label in zip(image_digests(dataset), labels)}
+        return self._train_digests
 
     def task_shape(self, split: str) -> tuple[int, int, int]:
         """``(ways, shots, queries)`` of the tasks of ``split``."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torchvision.datasets.utils import check_integrity, download_url
 
@@ -36,7 +39,17 @@ STANDARD_TRAIN, STANDARD_VAL = 1028, 172
 _ENTRY = re.compile(r"^(?P<archive>[^/]+)/(?P<alphabet>[^/]+)/(?P<character>[^/]+)/(?P<file>[^/]+\.png)$")
 
 
-def read_archive(path: str, archive: str, size: int) -> dict[str, list[torch.Tensor]]:
+@dataclass(frozen=True)
+class Character:
+    """One Omniglot character: its ``"<archive>/<alphabet>/<character>"`` name, its decoded
+    ``(1, size, size)`` uint8 images, and the md5 digest of each image's PNG file."""
+
+    name: str
+    images: list[torch.Tensor]
+    digests: list[bytes]
+
+
+def read_archive(path: str, archive: str, size: int) -> list[Character]:
     """Decode every image of one Omniglot zip.
 
     Args:
@@ -45,8 +58,7 @@ def read_archive(path: str, archive: str, size: int) -> dict[str, list[torch.Ten
         size: output height and width.
 
     Returns:
-        ``{"<alphabet>/<character>": [(1, size, size) uint8 images]}``, strokes bright on black, in
-        sorted order.
+        The characters in sorted order, their images strokes bright on black.
 
     Raises:
         ValueError: if the file is not a zip, holds no ``<archive>/<alphabet>/<character>/*.png``, or
@@ -56,22 +68,35 @@ def read_archive(path: str, archive: str, size: int) -> dict[str, list[torch.Ten
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
         raise ValueError(f"Expected an Omniglot zip archive in {path!r}, but got a file that is not a zip ({err}).") from err
-    characters: dict[str, list[torch.Tensor]] = {}
+    characters: dict[str, Character] = {}
     with zf:
         names = sorted(name for name in zf.namelist() if not name.endswith("/"))
         for name in names:
             match = _ENTRY.match(name)
             if match is None or match["archive"] != archive:
                 continue
-            image = decode_image(zf.read(name), f"{path}:{name}", channels=1, size=size, invert=True)
-            characters.setdefault(f"{match['alphabet']}/{match['character']}", []).append(image)
+            data = zf.read(name)
+            key = f"{archive}/{match['alphabet']}/{match['character']}"
+            character = characters.setdefault(key, Character(key, [], []))
+            character.images.append(decode_image(data, f"{path}:{name}", channels=1, size=size, invert=True))
+            character.digests.append(hashlib.md5(data).digest())
     if not characters:
         example = names[0] if names else "nothing"
         raise ValueError(
             f"Expected Omniglot images '{archive}/<alphabet>/<character>/*.png' in {path!r}, but got {example!r} "
             f"among {len(names)} files."
         )
-    return characters
+    return list(characters.values())
+
+
+def drop_shared(evaluation: list[Character], train: list[Character]) -> list[Character]:
+    """The evaluation characters none of whose image files (by content) occur among the training ones.
+
+    The two "minimal" background sets both hold Greek and Latin, image for image: a character is
+    dropped whatever its folder is called, so a renamed copy is caught too.
+    """
+    seen = {digest for character in train for digest in character.digests}
+    return [character for character in evaluation if seen.isdisjoint(character.digests)]
 
 
 class OmniglotDataModule(EpisodicDataModule):
@@ -85,9 +110,14 @@ class OmniglotDataModule(EpisodicDataModule):
         - ``"standard"``: ``images_background`` + ``images_evaluation``, 1,623 characters; the first
           1,028 train, the next 172 validate, the last 423 test (the common 1,200-character
           meta-train split).
-        - ``"minimal"``: train on ``images_background_small1`` (136 characters), validate and test
-          on ``images_background_small2`` (156 characters; different tasks for each).
-        - ``"minimal_reverse"``: the reverse.
+        - ``"minimal"``: train on ``images_background_small1`` (136 characters of 5 alphabets),
+          validate and test on the characters of ``images_background_small2`` whose images do not
+          occur in small1. The two files share Greek (24) and Latin (26) image for image, so 50 of
+          small2's 156 characters are dropped (found by image content, not folder name) and 106
+          remain: Japanese (katakana) 47, Sanskrit 42, Tagalog 17. Validation and test use these
+          same 106 characters with different tasks (too few alphabets remain to give each its own).
+        - ``"minimal_reverse"``: train on small2 (156), validate and test on the 86 characters of
+          small1 not in small2 (Balinese 24, Early Aramaic 22, Korean 40).
 
     With ``train_rotations``, every training character also appears rotated by 90, 180 and 270
     degrees as three new classes (Santoro et al., 2016), 4x the training classes.
@@ -136,7 +166,7 @@ class OmniglotDataModule(EpisodicDataModule):
         self.save_hyperparameters()
         self.data_dir, self.split, self.image_size = os.fspath(data_dir), split, image_size
         self.train_rotations, self.download = train_rotations, download
-        self._characters: dict[str, list[tuple[str, list[torch.Tensor]]]] | None = None
+        self._characters: dict[str, list[Character]] | None = None
 
     def prepare_data(self) -> None:
         train, evaluation = SPLITS[self.split]
@@ -156,25 +186,27 @@ class OmniglotDataModule(EpisodicDataModule):
             raise ValueError(f"Expected the official {archive}.zip (md5 {MD5[archive]}) in {path!r}, but its md5 differs.")
         return path
 
-    def _split_characters(self) -> dict[str, list[tuple[str, list[torch.Tensor]]]]:
-        """``{split: [(character name, images)]}`` for train, val and test."""
+    def _split_characters(self) -> dict[str, list[Character]]:
+        """The characters of train, val and test."""
         if self._characters is None:
             train_archives, eval_archives = SPLITS[self.split]
 
-            def characters(archives: Sequence[str]) -> list[tuple[str, list[torch.Tensor]]]:
-                found = []
-                for archive in archives:
-                    decoded = read_archive(self._archive_path(archive), archive, self.image_size)
-                    found += [(f"{archive}/{name}", images) for name, images in decoded.items()]
-                return found
+            def characters(archives: Sequence[str]) -> list[Character]:
+                return [c for archive in archives for c in read_archive(self._archive_path(archive), archive, self.image_size)]
 
             if self.split == "standard":
                 every = characters(train_archives)
                 cut = STANDARD_TRAIN + STANDARD_VAL
                 self._characters = {"train": every[:STANDARD_TRAIN], "val": every[STANDARD_TRAIN:cut], "test": every[cut:]}
             else:
-                evaluation = characters(eval_archives)
-                self._characters = {"train": characters(train_archives), "val": evaluation, "test": evaluation}
+                train, every = characters(train_archives), characters(eval_archives)
+                evaluation = drop_shared(every, train)
+                rank_zero_info(
+                    f"Omniglot split {self.split!r}: dropped {len(every) - len(evaluation)} of {len(every)} evaluation "
+                    f"characters whose images also occur in the training archive; {len(evaluation)} remain for "
+                    "validation and test."
+                )
+                self._characters = {"train": train, "val": evaluation, "test": evaluation}
         return self._characters
 
     def preprocessing(self) -> ImagePreprocessing:
@@ -183,15 +215,16 @@ class OmniglotDataModule(EpisodicDataModule):
     def build_split(self, split: str) -> tuple[Dataset, list[int], list[str]]:
         characters = self._split_characters()[split]
         rotations = (0, 1, 2, 3) if split == "train" and self.train_rotations else (0,)
-        images = torch.stack([image for _, imgs in characters for image in imgs])
+        images = torch.stack([image for character in characters for image in character.images])
         labels, class_names, quarter_turns, sources = [], [], [], []
         for turn in rotations:
             first = 0
-            for name, imgs in characters:
-                class_names.append(name if turn == 0 else f"{name} (rotated {90 * turn})")
-                labels += [len(class_names) - 1] * len(imgs)
-                quarter_turns += [turn] * len(imgs)
-                sources += range(first, first + len(imgs))
-                first += len(imgs)
+            for character in characters:
+                count = len(character.images)
+                class_names.append(character.name if turn == 0 else f"{character.name} (rotated {90 * turn})")
+                labels += [len(class_names) - 1] * count
+                quarter_turns += [turn] * count
+                sources += range(first, first + count)
+                first += count
         dataset = ImageClasses(images, labels, class_names, rotations=quarter_turns, sources=sources)
         return dataset, labels, class_names

@@ -1,6 +1,6 @@
 """Write one N-way K-shot Omniglot task as image folders, for trying ``lit-meta adapt``.
 
-    python scripts/omniglot_task.py ../shared/data/omniglot/images_background_small2.zip Greek /tmp/greek20
+    python scripts/omniglot_task.py ../shared/data/omniglot/images_background_small2.zip Sanskrit /tmp/sanskrit20
 
 writes ``OUT/support/<character>/<image>`` (the first ``shots`` drawings of each of the alphabet's
 first ``ways`` characters) and ``OUT/query/<character>/<image>`` (the other drawings).
