@@ -265,7 +265,9 @@ class EpisodicDataModule(LightningDataModule, ABC):
         check_split(split, sizes, ways, shots + queries)
         if split != "train":
             # One hash per image: a test on training images would report memory, not adaptation.
-            check_disjoint(split, image_digests(dataset), labels, class_names, self._training_digests())
+            digests, train = self.split_digests(dataset), self._training_digests()
+            if digests is not None and train is not None:
+                check_disjoint(split, digests, labels, class_names, train)
         return _Episodes(dataset, labels, ways, shots, queries)
 
     def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
@@ -273,11 +275,19 @@ class EpisodicDataModule(LightningDataModule, ABC):
             self._splits[split] = self.build_split(split)
         return self._splits[split]
 
-    def _training_digests(self) -> dict[bytes, str]:
-        """``{digest: class name}`` of every training image, computed once."""
+    def split_digests(self, dataset: Dataset) -> list[bytes] | None:
+        """Content digests of a split's images for the train/evaluation overlap guard; ``None`` skips it
+        (for datasets decoded lazily, whose published class splits are disjoint by construction)."""
+        return image_digests(dataset)
+
+    def _training_digests(self) -> dict[bytes, str] | None:
+        """``{digest: class name}`` of every training image, computed once (``None``: guard skipped)."""
         if self._train_digests is None:
             dataset, labels, class_names = self._split("train")
-            self._train_digests = {d: class_names[label] for d, label in zip(image_digests(dataset), labels)}
+            digests = self.split_digests(dataset)
+            if digests is None:
+                return None
+            self._train_digests = {d: class_names[label] for d, label in zip(digests, labels)}
         return self._train_digests
 
     def task_shape(self, split: str) -> tuple[int, int, int]:

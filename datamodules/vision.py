@@ -310,6 +310,11 @@ class TieredImageNetDataModule(_Learn2LearnDataModule):
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "tiered-ImageNet", "TieredImagenet", 84, IMAGENET_MEAN, IMAGENET_STD
 
+    def split_digests(self, dataset: Dataset) -> None:
+        # Decoded lazily (hashing every image would decode the whole benchmark at set-up); the
+        # published class splits are disjoint by construction.
+        return None
+
     def __init__(
         self,
         data_dir: str = "data/tiered-imagenet",
@@ -410,6 +415,11 @@ class CIFARFSDataModule(_Learn2LearnDataModule):
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "CIFAR-FS", "CIFARFS", 32, CIFAR_MEAN, CIFAR_STD
+
+    def split_digests(self, dataset: Dataset) -> None:
+        # Decoded lazily (hashing every image would decode the whole benchmark at set-up); the
+        # published class splits are disjoint by construction.
+        return None
 
     def __init__(
         self,
