@@ -31,7 +31,10 @@ demo: $(STAMP)
 	$(VENV)/bin/lit-meta test --config $(DEMO_CONFIG) --trainer.logger.init_args.version demo-10shot \
 		--data.eval_shots 10 --ckpt_path lightning_logs/demo/checkpoints/best.ckpt
 
+# The formatter and linter first (ruff, configured in pyproject.toml): a CI run fails on either.
 test: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

@@ -22,13 +22,22 @@ from lit_meta.models import CNN4
 
 
 def sampling_rate(data_dir: str, workers: int, batches: int) -> tuple[float, list]:
-    data = OmniglotDataModule(data_dir=data_dir, split="minimal", download=False, ways=20, shots=1, queries=15,
-                              meta_batch_size=32, train_batches_per_epoch=batches + 2, num_workers=workers)  # fmt: skip
+    data = OmniglotDataModule(
+        data_dir=data_dir,
+        split="minimal",
+        download=False,
+        ways=20,
+        shots=1,
+        queries=15,
+        meta_batch_size=32,
+        train_batches_per_epoch=batches + 2,
+        num_workers=workers,
+    )
     data.setup("fit")
     loader = iter(data.train_dataloader())
     kept = [next(loader) for _ in range(2)]  # worker start-up is not sampling
     start = time.perf_counter()
-    for batch in itertools.islice(loader, batches):
+    for _ in itertools.islice(loader, batches):
         pass
     elapsed = time.perf_counter() - start
     return batches * 32 / elapsed, kept
@@ -60,7 +69,9 @@ def main() -> None:
     for workers in (0, 2):
         rates[workers], batches = sampling_rate(args.data_dir, workers, args.batches)
     consumed = consumption_rate(batches, args.steps)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Omniglot 20-way 1-shot 15-query, meta-batch 32")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; Omniglot 20-way 1-shot 15-query, meta-batch 32"
+    )
     print("| what | tasks/s | x MAML's consumption |")
     print("|---|---:|---:|")
     for workers, rate in rates.items():

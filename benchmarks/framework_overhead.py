@@ -29,8 +29,16 @@ WARMUP = 3
 
 
 def datamodule(data_dir: str, steps: int) -> OmniglotDataModule:
-    return OmniglotDataModule(data_dir=data_dir, split="minimal", download=False, ways=5, shots=1, queries=5,
-                              meta_batch_size=8, train_batches_per_epoch=steps + WARMUP)  # fmt: skip
+    return OmniglotDataModule(
+        data_dir=data_dir,
+        split="minimal",
+        download=False,
+        ways=5,
+        shots=1,
+        queries=5,
+        meta_batch_size=8,
+        train_batches_per_epoch=steps + WARMUP,
+    )
 
 
 def backbone() -> CNN4:
@@ -71,9 +79,16 @@ def lit_meta(data_dir: str, steps: int, log_dir: str) -> float:
     """Seconds per step of ``Trainer.fit`` (TensorBoard logging on, as in a real run)."""
     clock = _Clock()
     learner = MAML(backbone(), inner_lr=0.4, inner_steps=1, first_order=False, inner_loop="clone")
-    Trainer(max_steps=steps + WARMUP, limit_val_batches=0, logger=TensorBoardLogger(log_dir), log_every_n_steps=10,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[clock]).fit(learner, datamodule(data_dir, steps))  # fmt: skip
+    Trainer(
+        max_steps=steps + WARMUP,
+        limit_val_batches=0,
+        logger=TensorBoardLogger(log_dir),
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    ).fit(learner, datamodule(data_dir, steps))
     return clock.seconds_per_step
 
 

@@ -52,8 +52,15 @@ class _Clock(Callback):
 
 def lightning_rate(inner_loop: str, meta_batch_size: int, steps: int) -> float:
     clock = _Clock()
-    Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[clock]).fit(  # fmt: skip
+    Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    ).fit(
         MAML(MLP(), loss="mse", inner_loop=inner_loop),
         SinusoidDataModule(meta_batch_size=meta_batch_size, train_batches_per_epoch=steps),
     )
@@ -71,7 +78,10 @@ def main() -> None:
         for inner_loop in ("clone", "batched"):
             bare = bare_rate(inner_loop, meta_batch_size, args.seconds)
             lit = lightning_rate(inner_loop, meta_batch_size, steps=max(20, int(bare * args.seconds)))
-            print(f"| {inner_loop} | {meta_batch_size} | {bare:.1f} | {lit:.1f} | {lit * meta_batch_size:.0f} |", flush=True)
+            print(
+                f"| {inner_loop} | {meta_batch_size} | {bare:.1f} | {lit:.1f} | {lit * meta_batch_size:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def measure(device: str, meta_batch: int, backward_per_task: bool) -> dict:
     from lit_meta.tasks import Task
 
     torch.manual_seed(0)
-    learner = MAML(CNN4(1, 5, 64, 4, 28), inner_lr=0.4, inner_steps=5, backward_per_task=backward_per_task,
-                   inner_loop="clone").to(device)  # fmt: skip
+    learner = MAML(
+        CNN4(1, 5, 64, 4, 28), inner_lr=0.4, inner_steps=5, backward_per_task=backward_per_task, inner_loop="clone"
+    ).to(device)
     x = torch.randn(meta_batch, 80, 1, 28, 28, device=device)
     y = torch.arange(5, device=device).repeat(16)[None].expand(meta_batch, -1)
     task = Task(x[:, :5], y[:, :5], x[:, 5:], y[:, 5:])
@@ -67,8 +68,18 @@ def main() -> None:
     print("|---:|---|---:|---:|")
     for meta_batch in args.meta_batch:
         for per_task in (False, True):
-            command = [sys.executable, __file__, "--device", args.device, "--child", str(meta_batch), str(int(per_task))]
-            result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            command = [
+                sys.executable,
+                __file__,
+                "--device",
+                args.device,
+                "--child",
+                str(meta_batch),
+                str(int(per_task)),
+            ]
+            result = json.loads(
+                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+            )
             print(f"| {meta_batch} | {per_task} | {result['peak_mib']:.0f} | {result['seconds']:.2f} |", flush=True)
 
 

@@ -117,8 +117,14 @@ def plot_adaptation_curves(history: Sequence[tuple[int, Tensor]], metric_name: s
         cis = torch.tensor([c for _, c in stats])
         x = torch.arange(len(stats))
         colour = cmap(0.85 * ((step - low) / (high - low) if high > low else 1.0))
-        ax.plot(x.numpy(), means.numpy(), marker="o", markersize=3, color=colour,
-                label=f"step {step}" if index in labelled else None)  # fmt: skip
+        ax.plot(
+            x.numpy(),
+            means.numpy(),
+            marker="o",
+            markersize=3,
+            color=colour,
+            label=f"step {step}" if index in labelled else None,
+        )
         ax.fill_between(x.numpy(), (means - cis).numpy(), (means + cis).numpy(), color=colour, alpha=0.2, linewidth=0)
     num_tasks = history[-1][1].shape[1]
     ax.set_xlabel("adaptation steps")
@@ -184,7 +190,9 @@ class AdaptationCurve(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(every_n_epochs=self.every_n_epochs, num_tasks=self.num_tasks, max_steps=self.max_steps)
+        return self._generate_state_key(
+            every_n_epochs=self.every_n_epochs, num_tasks=self.num_tasks, max_steps=self.max_steps
+        )
 
     # ---- the fixed tasks ----
     def fixed_tasks(self, trainer: Trainer) -> list[Task]:
@@ -352,8 +360,9 @@ def _plot_image_episode(task: Task, logits: Tensor, steps: int, max_images: int)
     # Queries of every class, not the first classes only: take them round-robin across classes, and
     # the wrong ones first, since those are what the picture is for.
     wrong_first = sorted(range(task.query_x.shape[0]), key=lambda j: bool(predictions[j] == task.query_y[j]))
-    rank_in_class = {j: sum(int(task.query_y[k]) == int(task.query_y[j]) for k in wrong_first[:i])
-                     for i, j in enumerate(wrong_first)}  # fmt: skip
+    rank_in_class = {
+        j: sum(int(task.query_y[k]) == int(task.query_y[j]) for k in wrong_first[:i]) for i, j in enumerate(wrong_first)
+    }
     shown = sorted(wrong_first, key=lambda j: (rank_in_class[j], int(task.query_y[j])))[:n_query]
     for position, j in enumerate(shown):
         ax = axes[support_rows + position // cols, position % cols]
@@ -380,11 +389,25 @@ def _plot_vector_episode(task: Task, logits: Tensor, steps: int) -> Figure:
     support, query = _first_two_features(task.support_x), _first_two_features(task.query_x)
     figure = _new_figure(figsize=(5.5, 4.5), dpi=100, layout="constrained")
     ax = figure.subplots()
-    ax.scatter(query[:, 0].numpy(), query[:, 1].numpy(), s=40, c=[cmap(int(p) % 10) for p in predictions],
-               edgecolors=["red" if w else "none" for w in wrong], linewidths=1.5,
-               label="query (colour: predicted class; red edge: wrong)")  # fmt: skip
-    ax.scatter(support[:, 0].numpy(), support[:, 1].numpy(), s=220, marker="*", c=[cmap(int(y) % 10) for y in task.support_y],
-               edgecolors="black", linewidths=0.8, label="support (colour: class)")  # fmt: skip
+    ax.scatter(
+        query[:, 0].numpy(),
+        query[:, 1].numpy(),
+        s=40,
+        c=[cmap(int(p) % 10) for p in predictions],
+        edgecolors=["red" if w else "none" for w in wrong],
+        linewidths=1.5,
+        label="query (colour: predicted class; red edge: wrong)",
+    )
+    ax.scatter(
+        support[:, 0].numpy(),
+        support[:, 1].numpy(),
+        s=220,
+        marker="*",
+        c=[cmap(int(y) % 10) for y in task.support_y],
+        edgecolors="black",
+        linewidths=0.8,
+        label="support (colour: class)",
+    )
     ax.set_xlabel("input feature 0")
     ax.set_ylabel("input feature 1")
     ax.set_title(f"Episode: query accuracy {accuracy:.0%} after {_steps(steps)}", fontsize=10)
@@ -400,10 +423,24 @@ def _plot_regression_episode(task: Task, before: Tensor, after: Tensor, steps: i
     figure = _new_figure(figsize=(6.0, 4.0), dpi=100, layout="constrained")
     ax = figure.subplots()
     ax.plot(x[order].numpy(), y[order].numpy(), color="black", linewidth=1.5, label="true function (query targets)")
-    ax.plot(x[order].numpy(), before[order].numpy(), "--", color="tab:gray", label=f"before adaptation (MSE {mse_before:.3g})")
-    ax.plot(x[order].numpy(), after[order].numpy(), color="tab:blue", label=f"after {_steps(steps)} (MSE {mse_after:.3g})")
-    ax.scatter(task.support_x[:, 0].float().numpy(), task.support_y.reshape(-1).float().numpy(), s=45, color="tab:red",
-               zorder=3, label="support")  # fmt: skip
+    ax.plot(
+        x[order].numpy(),
+        before[order].numpy(),
+        "--",
+        color="tab:gray",
+        label=f"before adaptation (MSE {mse_before:.3g})",
+    )
+    ax.plot(
+        x[order].numpy(), after[order].numpy(), color="tab:blue", label=f"after {_steps(steps)} (MSE {mse_after:.3g})"
+    )
+    ax.scatter(
+        task.support_x[:, 0].float().numpy(),
+        task.support_y.reshape(-1).float().numpy(),
+        s=45,
+        color="tab:red",
+        zorder=3,
+        label="support",
+    )
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title(f"Episode: {task.support_x.shape[0]}-shot regression", fontsize=10)
@@ -501,7 +538,9 @@ class MetaProgressBar(TQDMProgressBar):
         self._num_tasks = int(support_y.shape[0])
         # Described lazily in get_metrics: reading the labels synchronises with the GPU.
         self._support_y = support_y[0]
-        self._classifier = pl_module.is_classifier if isinstance(pl_module, MetaLearner) else not support_y.is_floating_point()
+        self._classifier = (
+            pl_module.is_classifier if isinstance(pl_module, MetaLearner) else not support_y.is_floating_point()
+        )
         self._episode = None
 
     def _describe_episode(self) -> str | None:

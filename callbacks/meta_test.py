@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor
 
 from lit_meta._checks import _check_one_of, _check_positive_int
@@ -74,8 +74,8 @@ class MetaTestEvaluation(Callback):
     Runs at the end of ``fit`` and of ``test``. At the end of ``fit`` it first loads the weights of the
     best checkpoint of the trainer's ``ModelCheckpoint`` (model selection on validation tasks, as
     few-shot papers report), unless ``checkpoint="last"`` or no best checkpoint exists. In ``test``
-    it evaluates the weights the test loop was given (``--ckpt_path``). For every step count it reports the mean over test
-    tasks and the 95% confidence interval (``1.96 * std / sqrt(T)``), logs them as
+    it evaluates the weights the test loop was given (``--ckpt_path``). For every step count it reports
+    the mean over test tasks and the 95% confidence interval (``1.96 * std / sqrt(T)``), logs them as
     ``meta_test/<metric>_step<k>`` and writes ``meta_test.json`` into the run's log folder::
 
         {"metric": "mse" | "accuracy", "num_tasks": T, "ways": N (null for regression), "shots": K,
@@ -121,7 +121,9 @@ class MetaTestEvaluation(Callback):
     def evaluate(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str | None = None) -> dict[str, Any]:
         """Evaluate ``pl_module`` as it is now; ``checkpoint`` only names where its weights came from."""
         if not isinstance(pl_module, MetaLearner):
-            raise TypeError(f"Expected a lit_meta MetaLearner for MetaTestEvaluation, but got {type(pl_module).__name__}.")
+            raise TypeError(
+                f"Expected a lit_meta MetaLearner for MetaTestEvaluation, but got {type(pl_module).__name__}."
+            )
         datamodule = trainer.datamodule
         datamodule.setup("test")
         loader = datamodule.test_dataloader()
@@ -170,5 +172,8 @@ class MetaTestEvaluation(Callback):
             source = results["checkpoint"] or "the final weights"
             shape = f"{results['ways']}-way {results['shots']}-shot" if results["ways"] else f"{results['shots']}-shot"
             lines = [f"Meta-test {metric} of {source} over {results['num_tasks']} tasks, {shape} (mean +- 95% CI):"]
-            lines += [f"  {k:>3} steps: {v['mean'] * scale:.4f}{unit} +- {v['ci95'] * scale:.4f}{unit}" for k, v in results["steps"].items()]
+            lines += [
+                f"  {k:>3} steps: {v['mean'] * scale:.4f}{unit} +- {v['ci95'] * scale:.4f}{unit}"
+                for k, v in results["steps"].items()
+            ]
             rank_zero_info("\n".join(lines) + f"\nWritten to {path}")

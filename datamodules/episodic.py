@@ -30,9 +30,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.images import ImagePreprocessing
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_type
+from lit_meta.images import ImagePreprocessing
 
 SPLITS = ("train", "val", "test")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -70,7 +70,10 @@ def check_split(split: str, class_sizes: dict[str, int], ways: int, per_class: i
 
 def image_digests(dataset: Dataset) -> list[bytes]:
     """A content digest of every sample's image (``dataset[i][0]``), as the model would see it."""
-    return [hashlib.blake2b(np.ascontiguousarray(dataset[i][0]).tobytes(), digest_size=16).digest() for i in range(len(dataset))]
+    return [
+        hashlib.blake2b(np.ascontiguousarray(dataset[i][0]).tobytes(), digest_size=16).digest()
+        for i in range(len(dataset))
+    ]
 
 
 def check_disjoint(
@@ -215,7 +218,15 @@ class EpisodicDataModule(LightningDataModule, ABC):
         eval_seed: int = 1234,
     ) -> None:
         super().__init__()
-        for name in ("ways", "shots", "queries", "meta_batch_size", "train_batches_per_epoch", "val_tasks", "test_tasks"):
+        for name in (
+            "ways",
+            "shots",
+            "queries",
+            "meta_batch_size",
+            "train_batches_per_epoch",
+            "val_tasks",
+            "test_tasks",
+        ):
             _check_positive_int(name, locals()[name])
         for name in ("eval_ways", "eval_shots", "eval_queries"):
             if locals()[name] is not None:

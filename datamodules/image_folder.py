@@ -11,37 +11,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
-from datamodules.images import IMAGE_SUFFIXES, ImageClasses, ImagePreprocessing, decode_image
+from datamodules.images import ImageClasses
 from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
-
-
-def list_classes(root: str) -> dict[str, list[str]]:
-    """``{class: [image paths]}`` of ``root/<class>/<image>``, sorted; hidden files are ignored.
-
-    Raises:
-        FileNotFoundError: if ``root`` does not exist.
-        ValueError: if ``root`` holds no class folder, a class folder holds no image, or a file is
-            not an image.
-    """
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"Expected a folder of class folders at {root!r}, but got no such folder.")
-    classes: dict[str, list[str]] = {}
-    for name in sorted(os.listdir(root)):
-        folder = os.path.join(root, name)
-        if name.startswith(".") or not os.path.isdir(folder):
-            continue
-        files = sorted(f for f in os.listdir(folder) if not f.startswith("."))
-        for file in files:
-            if not file.lower().endswith(IMAGE_SUFFIXES) or not os.path.isfile(os.path.join(folder, file)):
-                raise ValueError(
-                    f"Expected only image files ({', '.join(IMAGE_SUFFIXES)}) in class {name!r} of {root!r}, but got {file!r}."
-                )
-        if not files:
-            raise ValueError(f"Expected >= 1 image in class {name!r} of {root!r}, but got an empty folder.")
-        classes[name] = [os.path.join(folder, f) for f in files]
-    if not classes:
-        raise ValueError(f"Expected class folders (root/<class>/<image>) in {root!r}, but got none.")
-    return classes
+from lit_meta.images import ImagePreprocessing, decode_image, list_classes
 
 
 def split_classes(
@@ -61,14 +33,20 @@ def split_classes(
         for split, classes in splits.items():
             for name in classes:
                 if name not in names:
-                    raise ValueError(f"Expected class {name!r} of split {split!r} to be a folder of the root, but got no such class.")
+                    raise ValueError(
+                        f"Expected class {name!r} of split {split!r} to be a folder of the root, but got no such class."
+                    )
                 if name in seen:
-                    raise ValueError(f"Expected each class in one split, but got {name!r} in {seen[name]!r} and {split!r}.")
+                    raise ValueError(
+                        f"Expected each class in one split, but got {name!r} in {seen[name]!r} and {split!r}."
+                    )
                 seen[name] = split
         assigned = {split: list(splits.get(split, [])) for split in SPLITS}
     else:
         if len(splits) != 3 or any(r < 0 for r in splits) or abs(sum(splits) - 1.0) > 1e-6:
-            raise ValueError(f"Expected three non-negative class ratios (train, val, test) summing to 1, but got {tuple(splits)}.")
+            raise ValueError(
+                f"Expected three non-negative class ratios (train, val, test) summing to 1, but got {tuple(splits)}."
+            )
         order = list(names)
         random.Random(seed).shuffle(order)
         n_train = round(splits[0] * len(order))
@@ -124,10 +102,21 @@ class ImageFolderDataModule(EpisodicDataModule):
         seed: int = 0,
         eval_seed: int = 1234,
     ) -> None:
-        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
-                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
-                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
-                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        super().__init__(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            eval_ways=eval_ways,
+            eval_shots=eval_shots,
+            eval_queries=eval_queries,
+            meta_batch_size=meta_batch_size,
+            train_batches_per_epoch=train_batches_per_epoch,
+            val_tasks=val_tasks,
+            test_tasks=test_tasks,
+            num_workers=num_workers,
+            seed=seed,
+            eval_seed=eval_seed,
+        )
         _check_type("root", root, (str, os.PathLike))
         _check_one_of("channels", channels, (1, 3))
         _check_positive_int("image_size", image_size)

@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets.utils import check_integrity, download_url
 
 from datamodules.episodic import EpisodicDataModule
-from datamodules.images import ImageClasses, ImagePreprocessing, decode_image
+from datamodules.images import ImageClasses
 from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
+from lit_meta.images import ImagePreprocessing, decode_image
 
 # The authors' files, as torchvision's Omniglot downloads them.
 URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -67,7 +68,9 @@ def read_archive(path: str, archive: str, size: int) -> list[Character]:
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
-        raise ValueError(f"Expected an Omniglot zip archive in {path!r}, but got a file that is not a zip ({err}).") from err
+        raise ValueError(
+            f"Expected an Omniglot zip archive in {path!r}, but got a file that is not a zip ({err})."
+        ) from err
     characters: dict[str, Character] = {}
     with zf:
         names = sorted(name for name in zf.namelist() if not name.endswith("/"))
@@ -154,10 +157,21 @@ class OmniglotDataModule(EpisodicDataModule):
         seed: int = 0,
         eval_seed: int = 1234,
     ) -> None:
-        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
-                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
-                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
-                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        super().__init__(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            eval_ways=eval_ways,
+            eval_shots=eval_shots,
+            eval_queries=eval_queries,
+            meta_batch_size=meta_batch_size,
+            train_batches_per_epoch=train_batches_per_epoch,
+            val_tasks=val_tasks,
+            test_tasks=test_tasks,
+            num_workers=num_workers,
+            seed=seed,
+            eval_seed=eval_seed,
+        )
         _check_type("data_dir", data_dir, (str, os.PathLike))
         _check_one_of("split", split, tuple(SPLITS))
         _check_positive_int("image_size", image_size)
@@ -183,7 +197,9 @@ class OmniglotDataModule(EpisodicDataModule):
                 )
             download_url(f"{URL}/{archive}.zip", self.data_dir, f"{archive}.zip", MD5[archive])
         elif self.download and not check_integrity(path, MD5[archive]):
-            raise ValueError(f"Expected the official {archive}.zip (md5 {MD5[archive]}) in {path!r}, but its md5 differs.")
+            raise ValueError(
+                f"Expected the official {archive}.zip (md5 {MD5[archive]}) in {path!r}, but its md5 differs."
+            )
         return path
 
     def _split_characters(self) -> dict[str, list[Character]]:
@@ -192,12 +208,20 @@ class OmniglotDataModule(EpisodicDataModule):
             train_archives, eval_archives = SPLITS[self.split]
 
             def characters(archives: Sequence[str]) -> list[Character]:
-                return [c for archive in archives for c in read_archive(self._archive_path(archive), archive, self.image_size)]
+                return [
+                    c
+                    for archive in archives
+                    for c in read_archive(self._archive_path(archive), archive, self.image_size)
+                ]
 
             if self.split == "standard":
                 every = characters(train_archives)
                 cut = STANDARD_TRAIN + STANDARD_VAL
-                self._characters = {"train": every[:STANDARD_TRAIN], "val": every[STANDARD_TRAIN:cut], "test": every[cut:]}
+                self._characters = {
+                    "train": every[:STANDARD_TRAIN],
+                    "val": every[STANDARD_TRAIN:cut],
+                    "test": every[cut:],
+                }
             else:
                 train, every = characters(train_archives), characters(eval_archives)
                 evaluation = drop_shared(every, train)

@@ -111,8 +111,16 @@ class SinusoidDataModule(LightningDataModule):
         eval_seed: int = 1234,
     ) -> None:
         super().__init__()
-        for name in ("shots", "queries", "eval_shots", "eval_queries", "meta_batch_size",
-                     "train_batches_per_epoch", "val_tasks", "test_tasks"):  # fmt: skip
+        for name in (
+            "shots",
+            "queries",
+            "eval_shots",
+            "eval_queries",
+            "meta_batch_size",
+            "train_batches_per_epoch",
+            "val_tasks",
+            "test_tasks",
+        ):
             _check_positive_int(name, locals()[name])
         for name in ("amplitude", "phase", "x_range"):
             _check_range(name, locals()[name])
@@ -157,5 +165,7 @@ class SinusoidDataModule(LightningDataModule):
 
     def _fixed_loader(self, stage: str) -> DataLoader:
         tasks = self.fixed_tasks(stage)
-        batches = rank_share_batches(range(tasks.num_tasks), self.hparams.meta_batch_size, *rank_and_world(self.trainer))
+        batches = rank_share_batches(
+            range(tasks.num_tasks), self.hparams.meta_batch_size, *rank_and_world(self.trainer)
+        )
         return DataLoader(_FixedTasks(tasks), sampler=EpisodeSampler(lambda: batches, len(batches)), batch_size=None)

@@ -43,13 +43,13 @@ from collections.abc import Sequence
 import learn2learn as l2l
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
-from datamodules.images import ImageClasses, ImagePreprocessing
+from datamodules.images import ImageClasses
 from lit_meta._checks import _check_type
+from lit_meta.images import IMAGE_ERRORS, ImagePreprocessing, channel_stats, normalise, prepare_image, unreadable
 
 # learn2learn's name of each split.
 L2L_MODES = {"train": "train", "val": "validation", "test": "test"}
@@ -69,8 +69,18 @@ CIFAR_STD = tuple(x / 255.0 for x in (68.20947949, 65.43124043, 70.45866994))
 
 # What pickle, numpy and torch raise on a file of the wrong format (not OSError: a failed download or a
 # missing file must keep its own error).
-_FORMAT_ERRORS = (pickle.UnpicklingError, EOFError, LookupError, TypeError, ValueError, AttributeError,
-                  ImportError, RuntimeError, ArithmeticError, struct.error)  # fmt: skip
+_FORMAT_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    ImportError,
+    RuntimeError,
+    ArithmeticError,
+    struct.error,
+)
 
 
 def _remap(original: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -125,8 +135,7 @@ class DecodedImages(Dataset):
         self.labels = [int(label) for label in labels]
         self.class_names = list(class_names)
         self.size = size
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.mean, self.std = channel_stats(mean), channel_stats(std)
         self.where = where
 
     def __len__(self) -> int:
@@ -137,16 +146,10 @@ class DecodedImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         try:
-            image = self.source[index][0].convert("RGB")
-            if image.size != (self.size, self.size):
-                image = image.resize((self.size, self.size), Image.BILINEAR)
-            array = np.array(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise ValueError(
-                f"Expected a readable image in {self._where(index)}, but got an unreadable or corrupt file ({err})."
-            ) from err
-        pixels = torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
-        return (pixels - self.mean) / self.std, self.labels[index]
+            pixels = prepare_image(self.source[index][0], channels=3, size=self.size)
+        except IMAGE_ERRORS as err:
+            raise unreadable(self._where(index), err) from err
+        return normalise(pixels, self.mean, self.std), self.labels[index]
 
 
 class _Learn2LearnDataModule(EpisodicDataModule):
@@ -253,10 +256,21 @@ class MiniImageNetDataModule(_Learn2LearnDataModule):
         seed: int = 0,
         eval_seed: int = 1234,
     ) -> None:
-        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
-                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
-                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
-                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        super().__init__(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            eval_ways=eval_ways,
+            eval_shots=eval_shots,
+            eval_queries=eval_queries,
+            meta_batch_size=meta_batch_size,
+            train_batches_per_epoch=train_batches_per_epoch,
+            val_tasks=val_tasks,
+            test_tasks=test_tasks,
+            num_workers=num_workers,
+            seed=seed,
+            eval_seed=eval_seed,
+        )
         _check_type("data_dir", data_dir, (str, os.PathLike))
         _check_type("download", download, bool)
         self.save_hyperparameters()
@@ -333,10 +347,21 @@ class TieredImageNetDataModule(_Learn2LearnDataModule):
         seed: int = 0,
         eval_seed: int = 1234,
     ) -> None:
-        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
-                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
-                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
-                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        super().__init__(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            eval_ways=eval_ways,
+            eval_shots=eval_shots,
+            eval_queries=eval_queries,
+            meta_batch_size=meta_batch_size,
+            train_batches_per_epoch=train_batches_per_epoch,
+            val_tasks=val_tasks,
+            test_tasks=test_tasks,
+            num_workers=num_workers,
+            seed=seed,
+            eval_seed=eval_seed,
+        )
         _check_type("data_dir", data_dir, (str, os.PathLike))
         _check_type("download", download, bool)
         self.save_hyperparameters()
@@ -439,10 +464,21 @@ class CIFARFSDataModule(_Learn2LearnDataModule):
         seed: int = 0,
         eval_seed: int = 1234,
     ) -> None:
-        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
-                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
-                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
-                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        super().__init__(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            eval_ways=eval_ways,
+            eval_shots=eval_shots,
+            eval_queries=eval_queries,
+            meta_batch_size=meta_batch_size,
+            train_batches_per_epoch=train_batches_per_epoch,
+            val_tasks=val_tasks,
+            test_tasks=test_tasks,
+            num_workers=num_workers,
+            seed=seed,
+            eval_seed=eval_seed,
+        )
         _check_type("data_dir", data_dir, (str, os.PathLike))
         _check_type("download", download, bool)
         self.save_hyperparameters()
@@ -478,12 +514,15 @@ class CIFARFSDataModule(_Learn2LearnDataModule):
             try:
                 classes = [line.strip() for line in content.decode("utf-8").splitlines() if line.strip()]
             except UnicodeDecodeError as err:
-                raise ValueError(f"Expected a CIFAR-FS split file (class names, one a line) in {path!r}, but got "
-                                 f"a binary file ({err}).") from err  # fmt: skip
+                raise ValueError(
+                    f"Expected a CIFAR-FS split file (class names, one a line) in {path!r}, but got "
+                    f"a binary file ({err})."
+                ) from err
             for name in classes:
                 if not os.path.isdir(os.path.join(data, name)):
                     raise ValueError(
-                        f"Expected class {name!r} of split file {path!r} to be a folder of {data!r}, but got no such folder."
+                        f"Expected class {name!r} of split file {path!r} to be a folder of {data!r}, but got no such "
+                        "folder."
                     )
 
     def _open(self, mode: str) -> Dataset:
@@ -553,10 +592,21 @@ class FC100DataModule(_Learn2LearnDataModule):
         seed: int = 0,
         eval_seed: int = 1234,
     ) -> None:
-        super().__init__(ways=ways, shots=shots, queries=queries, eval_ways=eval_ways, eval_shots=eval_shots,
-                         eval_queries=eval_queries, meta_batch_size=meta_batch_size,
-                         train_batches_per_epoch=train_batches_per_epoch, val_tasks=val_tasks,
-                         test_tasks=test_tasks, num_workers=num_workers, seed=seed, eval_seed=eval_seed)  # fmt: skip
+        super().__init__(
+            ways=ways,
+            shots=shots,
+            queries=queries,
+            eval_ways=eval_ways,
+            eval_shots=eval_shots,
+            eval_queries=eval_queries,
+            meta_batch_size=meta_batch_size,
+            train_batches_per_epoch=train_batches_per_epoch,
+            val_tasks=val_tasks,
+            test_tasks=test_tasks,
+            num_workers=num_workers,
+            seed=seed,
+            eval_seed=eval_seed,
+        )
         _check_type("data_dir", data_dir, (str, os.PathLike))
         _check_type("download", download, bool)
         self.save_hyperparameters()

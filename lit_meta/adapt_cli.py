@@ -20,10 +20,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from datamodules.image_folder import list_classes
-from datamodules.images import IMAGE_SUFFIXES, ImagePreprocessing
+from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.cli import import_subclass
+from lit_meta.images import IMAGE_SUFFIXES, ImagePreprocessing, list_classes
 
 PROGRESS_THRESHOLD = 300  # queries; fewer finish too fast for a progress bar to help
 
@@ -41,11 +40,17 @@ def load_learner(path: str) -> tuple[MetaLearner, ImagePreprocessing]:
         # weights_only: a checkpoint written by `lit-meta fit` holds no pickled objects.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for files that are not checkpoints
-        raise ValueError(f"Expected a checkpoint written by `lit-meta fit` in {path!r}, but could not read it ({type(err).__name__}).") from err
+        raise ValueError(
+            f"Expected a checkpoint written by `lit-meta fit` in {path!r}, but could not read it "
+            f"({type(err).__name__})."
+        ) from err
     class_path = checkpoint.get("hyper_parameters", {}).get("_class_path") if isinstance(checkpoint, dict) else None
     learner_class = import_subclass(class_path, MetaLearner)
     if learner_class is None:
-        raise ValueError(f"Expected a checkpoint of a lit-meta learner (a MetaLearner subclass) in {path!r}, but got {class_path or 'another checkpoint'}.")
+        raise ValueError(
+            f"Expected a checkpoint of a lit-meta learner (a MetaLearner subclass) in {path!r}, but got "
+            f"{class_path or 'another checkpoint'}."
+        )
     preprocessing = checkpoint.get("lit_meta", {}).get("preprocessing")
     if preprocessing is None:
         raise ValueError(
@@ -83,7 +88,9 @@ def read_queries(root: str, class_names: list[str]) -> tuple[list[str], list[int
         return paths, labels
     paths = [os.path.join(root, e) for e in entries if e.lower().endswith(IMAGE_SUFFIXES)]
     if not paths:
-        raise ValueError(f"Expected image files ({', '.join(IMAGE_SUFFIXES)}) in the query folder {root!r}, but got none.")
+        raise ValueError(
+            f"Expected image files ({', '.join(IMAGE_SUFFIXES)}) in the query folder {root!r}, but got none."
+        )
     return paths, None
 
 
@@ -98,8 +105,9 @@ def write_predictions(path: str, rows: list[dict]) -> None:
             writer.writerows(rows)
 
 
-def adapt(ckpt_path: str, support: str, query: str, output: str | None = None, steps: int | None = None,
-          batch_size: int = 100) -> dict:  # fmt: skip
+def adapt(
+    ckpt_path: str, support: str, query: str, output: str | None = None, steps: int | None = None, batch_size: int = 100
+) -> dict:
     """Adapt the checkpoint's learner to ``support`` and predict ``query``; see the module docstring.
 
     Returns:
@@ -118,7 +126,11 @@ def adapt(ckpt_path: str, support: str, query: str, output: str | None = None, s
     confidence, predicted = torch.cat(probabilities).max(-1)
     rows = []
     for i, path in enumerate(paths):
-        row = {"file": os.path.relpath(path, query), "predicted": class_names[predicted[i]], "probability": round(confidence[i].item(), 6)}
+        row = {
+            "file": os.path.relpath(path, query),
+            "predicted": class_names[predicted[i]],
+            "probability": round(confidence[i].item(), 6),
+        }
         if labels is not None:
             row["true"] = class_names[labels[i]]
         rows.append(row)
@@ -126,8 +138,14 @@ def adapt(ckpt_path: str, support: str, query: str, output: str | None = None, s
     if output is not None:
         write_predictions(output, rows)
     used_steps = learner.eval_inner_steps if steps is None else steps
-    return {"ways": len(class_names), "support": len(support_y), "queries": len(paths), "steps": used_steps,
-            "accuracy": accuracy, "predictions": rows}  # fmt: skip
+    return {
+        "ways": len(class_names),
+        "support": len(support_y),
+        "queries": len(paths),
+        "steps": used_steps,
+        "accuracy": accuracy,
+        "predictions": rows,
+    }
 
 
 def main(args: list[str] | None = None) -> None:
@@ -139,15 +157,22 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--support", required=True, help="folder of <class>/<image> labelled examples")
     parser.add_argument("--query", required=True, help="folder of images, or of <class>/<image> to measure accuracy")
     parser.add_argument("--output", default=None, help="predictions file: .csv or .json")
-    parser.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the learner's evaluation setting)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="adaptation steps (default: the learner's evaluation setting)"
+    )
     parser.add_argument("--batch_size", type=int, default=100, help="queries predicted together")
     options = parser.parse_args(args)
     try:
-        summary = adapt(options.ckpt_path, options.support, options.query, options.output, options.steps, options.batch_size)
+        summary = adapt(
+            options.ckpt_path, options.support, options.query, options.output, options.steps, options.batch_size
+        )
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"lit-meta adapt: error: {err}\n")
-    lines = [f"Adapted to {summary['ways']} classes from {summary['support']} support images ({summary['steps']} adaptation steps); "
-             f"predicted {summary['queries']} queries."]  # fmt: skip
+    lines = [
+        f"Adapted to {summary['ways']} classes from {summary['support']} support images ({summary['steps']} "
+        "adaptation steps); "
+        f"predicted {summary['queries']} queries."
+    ]
     if summary["accuracy"] is not None:
         correct = round(summary["accuracy"] * summary["queries"])
         lines.append(f"Accuracy: {100 * summary['accuracy']:.2f}% ({correct}/{summary['queries']})")

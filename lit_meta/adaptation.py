@@ -44,7 +44,10 @@ class AdaptedLearner:
                 )
             classes = support_y.unique().tolist()
             if len(classes) < 2 or classes != list(range(len(classes))):
-                raise ValueError(f"Expected support labels 0 .. ways-1 with ways >= 2, each present, but got labels {classes}.")
+                raise ValueError(
+                    f"Expected support labels 0 .. ways-1 with ways >= 2, each present, but got labels {classes}."
+                )
+            learner._check_ways("the number of support classes", len(classes))
             self.ways: int | None = len(classes)
         else:
             self.ways = None
@@ -58,7 +61,9 @@ class AdaptedLearner:
         """Class probabilities ``(N, ways)`` of inputs ``x`` ``(N, *input_shape)``, in batches of
         ``batch_size`` queries (``None``: all at once). Classification only."""
         if self.ways is None:
-            raise ValueError(f"Expected a classification learner for predict_proba, but got loss {self.learner.loss!r}; use predict.")
+            raise ValueError(
+                f"Expected a classification learner for predict_proba, but got loss {self.learner.loss!r}; use predict."
+            )
         return self._outputs(x, batch_size).softmax(-1)
 
     def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor:
@@ -71,7 +76,10 @@ class AdaptedLearner:
         _check_type("x", x, Tensor)
         _check_input_channels(self.learner, x)
         if x.shape[1:] != self.support_x.shape[1:]:
-            raise ValueError(f"Expected inputs of shape {tuple(self.support_x.shape[1:])} like the support set, but got {tuple(x.shape[1:])}.")
+            raise ValueError(
+                f"Expected inputs of shape {tuple(self.support_x.shape[1:])} like the support set, but got "
+                f"{tuple(x.shape[1:])}."
+            )
         size = len(x) if batch_size is None else batch_size
         _check_positive_int("batch_size", size)
         return torch.cat([self._adapted_outputs(x[i : i + size]) for i in range(0, len(x), size)])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
+import os
 import sys
+from argparse import ArgumentError
+from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lit_meta._checks import _check_positive_int
+from lit_meta._cli_errors import CommandLineError, parser_message, raised_while_configuring, root_cause
+from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
 
 
@@ -23,9 +27,24 @@ class MetaCLI(LightningCLI):
     (the sinusoid MLP) train fastest on one thread, as their operations are too small to split.
     """
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            options = [o for action in _all_actions(parser) for o in action.option_strings]
+            raise CommandLineError(parser_message(str(err), options)) from None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            # A constructor refused a value (`--data.shots 0`): its own message is the one line.
+            raise CommandLineError(str(root_cause(err))) from err
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--num_threads", type=int | None, default=None,
-                            help="torch intra-op threads (default: torch's choice)")  # fmt: skip
+        parser.add_argument(
+            "--num_threads", type=int | None, default=None, help="torch intra-op threads (default: torch's choice)"
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -40,22 +59,27 @@ class MetaCLI(LightningCLI):
             trainer["callbacks"] = [c for c in trainer["callbacks"] if not _is_progress_bar(c)]
 
 
+class LogDirConfig(SaveConfigCallback):
+    """Saves the run's config into its log folder, and nowhere when there is no logger (Lightning's
+    callback would write ``config.yaml`` into the working directory then)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.loggers:
+            super().setup(trainer, pl_module, stage)
+
+
+def _all_actions(parser: Any) -> list[Any]:
+    """The actions of ``parser`` and of its subcommands' parsers."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        for sub in (getattr(action, "choices", None) or {}).values() if hasattr(action, "_name_parser_map") else ():
+            actions += sub._actions
+    return actions
+
+
 def _is_progress_bar(callback: object) -> bool:
     class_path = getattr(callback, "class_path", None) or type(callback).__module__ + "." + type(callback).__qualname__
     return import_subclass(class_path, ProgressBar) is not None
-
-
-def import_subclass(class_path: object, base: type) -> type | None:
-    """The class named ``"package.module.Name"`` if it is a subclass of ``base``; ``None`` otherwise
-    (not a class path, not importable, or another class)."""
-    if not isinstance(class_path, str) or "." not in class_path:
-        return None
-    module, name = class_path.rsplit(".", 1)
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) and issubclass(found, base) else None
 
 
 def main(args: list[str] | None = None) -> None:
@@ -67,21 +91,40 @@ def main(args: list[str] | None = None) -> None:
 
         adapt_main(argv[1:])
         return
-    MetaCLI(
-        MetaLearner,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "lightning_logs", "name": "", "default_hp_metric": False},
+    subcommand = argv[0] if argv[:1] and argv[0] in MetaCLI.subcommands() else None
+    try:
+        MetaCLI(
+            MetaLearner,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LogDirConfig,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "lightning_logs", "name": "", "default_hp_metric": False},
+                },
             },
-        },
-        args=args,
-        auto_configure_optimizers=False,
-    )
+            parser_kwargs={"exit_on_error": False},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    except CommandLineError as err:
+        if os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        _exit_with(subcommand, str(err))
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        # Data missing, or not fitting the configuration, found in `setup` before the first step.
+        if not raised_while_configuring(err) or os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        _exit_with(subcommand, str(err))
+
+
+def _exit_with(subcommand: str | None, message: str) -> None:
+    """The one line a user needs (set ``LIT_META_TRACEBACK=1`` for the traceback), exit status 2."""
+    sys.stderr.write(f"lit-meta{' ' + subcommand if subcommand else ''}: error: {message}\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":

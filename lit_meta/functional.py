@@ -47,7 +47,9 @@ def task_accuracies(logits: Tensor, labels: Tensor) -> Tensor:
     return (logits.argmax(-1) == labels).float().mean(1)
 
 
-def sgd_step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], lr: float | Mapping[str, Tensor]) -> dict[str, Tensor]:
+def sgd_step(
+    params: Mapping[str, Tensor], grads: Mapping[str, Tensor], lr: float | Mapping[str, Tensor]
+) -> dict[str, Tensor]:
     """One inner-loop gradient step, ``theta' = theta - lr * grad`` (Finn et al., 2017, eq. 1).
 
     Args:
@@ -98,7 +100,9 @@ def prototypes(support_embeddings: Tensor, support_labels: Tensor, ways: int) ->
     return sums / one_hot.sum(1).unsqueeze(-1)
 
 
-def prototype_logits(query_embeddings: Tensor, prototypes: Tensor, distance: str = "euclidean", scale: float = 1.0) -> Tensor:
+def prototype_logits(
+    query_embeddings: Tensor, prototypes: Tensor, distance: str = "euclidean", scale: float = 1.0
+) -> Tensor:
     """Logits of each query for each class: ``-||q - c_k||^2`` (Snell et al., 2017, eq. 2) or
     ``scale * cos(q, c_k)``.
 

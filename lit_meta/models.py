@@ -54,9 +54,9 @@ class CNN4(nn.Module):
 
     ``blocks`` times [3x3 conv (``hidden`` filters, padding 1), BatchNorm, ReLU, 2x2 max-pool], then a
     linear ``head``. With ``downsample="stride"`` the convolutions have stride 2 instead of the
-    max-pool, as MAML's Omniglot network (Finn et al., 2017): about 4x fewer operations. BatchNorm always normalises with the statistics of the batch at hand (no running
-    statistics), as MAML does: a task's support and query sets are normalised by themselves, in
-    training and in evaluation alike.
+    max-pool, as MAML's Omniglot network (Finn et al., 2017): about 4x fewer operations. BatchNorm
+    always normalises with the statistics of the batch at hand (no running statistics), as MAML does:
+    a task's support and query sets are normalised by themselves, in training and in evaluation alike.
 
     Args:
         in_channels: 1 (Omniglot) or 3 (RGB).
@@ -81,8 +81,13 @@ class CNN4(nn.Module):
     ) -> None:
         super().__init__()
         _check_one_of("downsample", downsample, ("maxpool", "stride"))
-        for name, value in (("in_channels", in_channels), ("out_features", out_features), ("hidden", hidden),
-                            ("blocks", blocks), ("image_size", image_size)):  # fmt: skip
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_features", out_features),
+            ("hidden", hidden),
+            ("blocks", blocks),
+            ("image_size", image_size),
+        ):
             _check_positive_int(name, value)
         if image_size < 2**blocks:
             raise ValueError(f"Expected `image_size` >= {2**blocks} for {blocks} pooling blocks, but got {image_size}.")

@@ -73,7 +73,9 @@ def split_support_query(x: Tensor, y: Tensor, shots: int, queries: int, ways: in
 
     _check_positive_int("ways", ways)
     if y.dim() != 2 or y.is_floating_point():
-        raise ValueError(f"Expected integer labels of shape (B, N) for classification, but got {y.dtype} {tuple(y.shape)}.")
+        raise ValueError(
+            f"Expected integer labels of shape (B, N) for classification, but got {y.dtype} {tuple(y.shape)}."
+        )
     counts = torch.stack([torch.bincount(row, minlength=ways) for row in y]) if y.min() >= 0 else None
     if counts is None or counts.shape[1] != ways or (counts != per_group).any():
         raise ValueError(

@@ -24,7 +24,9 @@ def write_task(archive: str, alphabet: str, out: str, ways: int = 20, shots: int
                 drawings[parts[2]].append(name)
         characters = sorted(drawings)[:ways]
         if len(characters) < ways:
-            raise ValueError(f"Expected >= {ways} characters in alphabet {alphabet!r} of {archive!r}, but got {len(characters)}.")
+            raise ValueError(
+                f"Expected >= {ways} characters in alphabet {alphabet!r} of {archive!r}, but got {len(characters)}."
+            )
         counts = [0, 0]
         for character in characters:
             for i, name in enumerate(drawings[character]):

@@ -1,6 +1,6 @@
 """Draw the adaptation curves an ``AdaptationCurve`` callback stored in a checkpoint, as a PNG.
 
-    python scripts/plot_adaptation_curve.py lightning_logs/maml_5w1s/checkpoints/last.ckpt curve.png
+python scripts/plot_adaptation_curve.py lightning_logs/maml_5w1s/checkpoints/last.ckpt curve.png
 """
 
 from __future__ import annotations

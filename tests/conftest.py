@@ -16,7 +16,9 @@ def make_regression_task(num_tasks: int = 3, shots: int = 5, queries: int = 4) -
     return Task(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
 
 
-def make_classification_task(num_tasks: int = 2, ways: int = 3, shots: int = 2, queries: int = 3, features: int = 4) -> Task:
+def make_classification_task(
+    num_tasks: int = 2, ways: int = 3, shots: int = 2, queries: int = 3, features: int = 4
+) -> Task:
     def part(n: int):
         y = torch.arange(ways).repeat_interleave(n).expand(num_tasks, -1)
         x = torch.randn(num_tasks, ways * n, features) + y[..., None].float()

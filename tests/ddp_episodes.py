@@ -39,10 +39,28 @@ class Recorder(Callback):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    data = OmniglotDataModule(data_dir=sys.argv[1], split="minimal", download=False, ways=3, queries=2,
-                              meta_batch_size=2, train_batches_per_epoch=2, val_tasks=7, test_tasks=5)  # fmt: skip
+    data = OmniglotDataModule(
+        data_dir=sys.argv[1],
+        split="minimal",
+        download=False,
+        ways=3,
+        queries=2,
+        meta_batch_size=2,
+        train_batches_per_epoch=2,
+        val_tasks=7,
+        test_tasks=5,
+    )
     learner = MAML(CNN4(out_features=3, hidden=8), inner_lr=0.4, eval_inner_steps=1, first_order=True)
-    Trainer(strategy="ddp", devices=2, accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-            num_sanity_val_steps=0,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[Recorder(), MetaTestEvaluation(max_steps=1)],
-            default_root_dir=sys.argv[2]).fit(learner, data)  # fmt: skip
+    Trainer(
+        strategy="ddp",
+        devices=2,
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Recorder(), MetaTestEvaluation(max_steps=1)],
+        default_root_dir=sys.argv[2],
+    ).fit(learner, data)

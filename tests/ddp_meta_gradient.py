@@ -90,9 +90,19 @@ class Capture(Callback):
 def one_step(learner: MetaLearner, task: Task, root: str, **trainer_kwargs) -> Capture:
     """One meta-training step of ``learner`` on ``task`` (sharded across ranks under DDP)."""
     capture = Capture()
-    Trainer(max_steps=1, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-            default_root_dir=root, callbacks=[capture], **trainer_kwargs).fit(learner, ShardedTasks(task))  # fmt: skip
+    Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=root,
+        callbacks=[capture],
+        **trainer_kwargs,
+    ).fit(learner, ShardedTasks(task))
     return capture
 
 
@@ -112,8 +122,14 @@ def main(out_dir: str) -> None:
                 f.write(traceback.format_exc())
             continue
         rank = strategy.global_rank
-        record = {"rank": rank, "world_size": strategy.world_size, "init": init,
-                  "batch": capture.batch, "grads": capture.grads, "weights": capture.weights}  # fmt: skip
+        record = {
+            "rank": rank,
+            "world_size": strategy.world_size,
+            "init": init,
+            "batch": capture.batch,
+            "grads": capture.grads,
+            "weights": capture.weights,
+        }
         torch.save(record, f"{stem}_rank{rank}.pt")
     if torch.distributed.is_initialized():
         torch.distributed.barrier()  # both ranks have written everything before rank 0 exits

@@ -21,13 +21,21 @@ def _mlp(out: int) -> MLP:
 # here: tests/test_contract.py fails until it is.
 LEARNERS = {
     "maml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
-    "maml_batched": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"),
-    "maml_per_task": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, backward_per_task=True),
+    "maml_batched": lambda out, loss: MAML(
+        _mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"
+    ),
+    "maml_per_task": lambda out, loss: MAML(
+        _mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, backward_per_task=True
+    ),
     "fomaml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, first_order=True),
     "metasgd": lambda out, loss: MetaSGD(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
-    "metasgd_batched": lambda out, loss: MetaSGD(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"),
+    "metasgd_batched": lambda out, loss: MetaSGD(
+        _mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"
+    ),
     "anil": lambda out, loss: ANIL(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
-    "anil_batched": lambda out, loss: ANIL(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"),
+    "anil_batched": lambda out, loss: ANIL(
+        _mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, inner_loop="batched"
+    ),
     "reptile": lambda out, loss: Reptile(_mlp(out), inner_lr=0.1, inner_steps=2, loss=loss, eval_inner_steps=2),
     "protonet": lambda out, loss: PrototypicalNetworks(_mlp(out)),
     "protonet_cosine": lambda out, loss: PrototypicalNetworks(_mlp(out), distance="cosine"),
@@ -38,8 +46,12 @@ LEARNERS = {
 # Metric-based learners classify; they have no regression form.
 CLASSIFIERS_ONLY = {"protonet", "protonet_cosine", "matching", "matching_fce"}
 
-CASES = [(name, kind) for name in sorted(LEARNERS) for kind in ("regression", "classification")
-         if kind == "classification" or name not in CLASSIFIERS_ONLY]  # fmt: skip
+CASES = [
+    (name, kind)
+    for name in sorted(LEARNERS)
+    for kind in ("regression", "classification")
+    if kind == "classification" or name not in CLASSIFIERS_ONLY
+]
 
 
 def build(name: str, task: str) -> MetaLearner:

@@ -35,7 +35,9 @@ def test_adapt_predicts_like_the_evaluation_episode(name):
 def test_adapt_refuses_bad_support_sets():
     learner = build("maml", "classification")
     x = torch.randn(4, 4)
-    with pytest.raises(ValueError, match=r"Expected support labels 0 \.\. ways-1 with ways >= 2, each present, but got labels \[0\]\."):
+    with pytest.raises(
+        ValueError, match=r"Expected support labels 0 \.\. ways-1 with ways >= 2, each present, but got labels \[0\]\."
+    ):
         learner.adapt(x, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"each present, but got labels \[0, 2\]\."):
         learner.adapt(x, torch.tensor([0, 0, 2, 2]))
@@ -43,12 +45,23 @@ def test_adapt_refuses_bad_support_sets():
         learner.adapt(x, torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
 
+def test_adapt_refuses_more_classes_than_the_head_outputs():
+    learner = build("maml", "classification")  # a head of WAYS = 3 outputs
+    x = torch.randn(4, 4)
+    with pytest.raises(
+        ValueError, match=r"Expected the number of support classes <= 3 \(the backbone's `out_features`\), but got 4\."
+    ):
+        learner.adapt(x, torch.arange(4))
+
+
 def test_adapt_regression_predicts_outputs_and_has_no_probabilities():
     learner = build("maml", "regression")
     task = make_regression_task(num_tasks=1)
     adapted = learner.adapt(task.support_x[0], task.support_y[0])
     torch.testing.assert_close(adapted.predict(task.query_x[0]), learner.evaluate_episode(task)[0])
-    with pytest.raises(ValueError, match=r"Expected a classification learner for predict_proba, but got loss 'mse'; use predict\."):
+    with pytest.raises(
+        ValueError, match=r"Expected a classification learner for predict_proba, but got loss 'mse'; use predict\."
+    ):
         adapted.predict_proba(task.query_x[0])
 
 
@@ -63,10 +76,48 @@ def checkpoint(tmp_path_factory):
     """A Prototypical Networks checkpoint from `lit-meta fit` on fabricated Omniglot (2 steps)."""
     folder = tmp_path_factory.mktemp("fit")
     minimal_omniglot(str(folder / "data"), characters=12)
-    main(["fit", "--config", str(ROOT / "configs" / "omniglot_protonet_minimal_5w1s.yaml"),
-          f"--data.data_dir={folder / 'data'}", "--data.ways=5", "--data.val_tasks=2", "--data.test_tasks=2", "--data.train_batches_per_epoch=2",
-          "--trainer.max_steps=2", f"--trainer.default_root_dir={folder}",
-          f"--trainer.logger.init_args.save_dir={folder / 'logs'}", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "omniglot_protonet_minimal_5w1s.yaml"),
+            f"--data.data_dir={folder / 'data'}",
+            "--data.ways=5",
+            "--data.val_tasks=2",
+            "--data.test_tasks=2",
+            "--data.train_batches_per_epoch=2",
+            "--trainer.max_steps=2",
+            f"--trainer.default_root_dir={folder}",
+            f"--trainer.logger.init_args.save_dir={folder / 'logs'}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    return next((folder / "logs").rglob("best.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def maml_checkpoint(tmp_path_factory):
+    """A 5-way MAML checkpoint from `lit-meta fit` on fabricated Omniglot (1 step)."""
+    folder = tmp_path_factory.mktemp("fit_maml")
+    minimal_omniglot(str(folder / "data"), characters=12)
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "omniglot_maml_minimal_5w1s.yaml"),
+            f"--data.data_dir={folder / 'data'}",
+            "--data.val_tasks=2",
+            "--data.test_tasks=2",
+            "--data.meta_batch_size=1",
+            "--data.train_batches_per_epoch=1",
+            "--trainer.max_steps=1",
+            f"--trainer.default_root_dir={folder}",
+            f"--trainer.logger.init_args.save_dir={folder / 'logs'}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
+            "init_args: {filename: best}}]",
+        ]
+    )
     return next((folder / "logs").rglob("best.ckpt"))
 
 
@@ -81,7 +132,15 @@ def task_folders(root: Path, classes: int = 3, queries: int = 4, mode: str = "L"
 
 def test_adapt_command_writes_predictions_and_prints_accuracy(checkpoint, tmp_path, capsys):
     support, query = task_folders(tmp_path)
-    main(["adapt", f"--ckpt_path={checkpoint}", f"--support={support}", f"--query={query}", f"--output={tmp_path / 'p.csv'}"])
+    main(
+        [
+            "adapt",
+            f"--ckpt_path={checkpoint}",
+            f"--support={support}",
+            f"--query={query}",
+            f"--output={tmp_path / 'p.csv'}",
+        ]
+    )
     out = capsys.readouterr().out
     assert "Adapted to 3 classes from 3 support images (1 adaptation steps); predicted 12 queries." in out
     assert "Accuracy: " in out
@@ -96,7 +155,15 @@ def test_adapt_command_on_unlabelled_queries_writes_json(checkpoint, tmp_path, c
     flat.mkdir()
     for i in range(5):
         (flat / f"q{i}.png").write_bytes(png_bytes(i))
-    main(["adapt", f"--ckpt_path={checkpoint}", f"--support={support}", f"--query={flat}", f"--output={tmp_path / 'p.json'}"])
+    main(
+        [
+            "adapt",
+            f"--ckpt_path={checkpoint}",
+            f"--support={support}",
+            f"--query={flat}",
+            f"--output={tmp_path / 'p.json'}",
+        ]
+    )
     assert "Accuracy" not in capsys.readouterr().out
     rows = json.loads((tmp_path / "p.json").read_text())
     assert [row["file"] for row in rows] == [f"q{i}.png" for i in range(5)] and "true" not in rows[0]
@@ -132,6 +199,18 @@ def test_adapt_command_bad_input_exits_with_a_clear_error(make, match, checkpoin
     err = capsys.readouterr().err
     assert err.startswith("lit-meta adapt: error: ")
     assert re.search(match, err)
+
+
+def test_adapt_command_refuses_more_classes_than_the_head_outputs(maml_checkpoint, tmp_path, capsys):
+    support, query = task_folders(tmp_path, classes=6)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["adapt", f"--ckpt_path={maml_checkpoint}", f"--support={support}", f"--query={query}"])
+    assert exit_info.value.code == 2
+    expected = (
+        "lit-meta adapt: error: Expected the number of support classes <= 5 (the backbone's `out_features`), "
+        "but got 6.\n"
+    )
+    assert capsys.readouterr().err == expected
 
 
 def test_a_checkpoint_of_something_else_is_refused(tmp_path, capsys):

@@ -53,7 +53,7 @@ def test_protonet_episode_is_the_prototype_rule_on_the_backbone_features():
         embedded = backbone.features(torch.cat([task.support_x[b], task.query_x[b]]))
         support, query = embedded[:6], embedded[6:]
         centres = torch.stack([support[task.support_y[b] == k].mean(0) for k in range(3)])
-        torch.testing.assert_close(logits[b], -torch.cdist(query, centres) ** 2, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(logits[b], -(torch.cdist(query, centres) ** 2), rtol=1e-4, atol=1e-4)
 
 
 def test_protonet_trains_with_more_ways_than_it_tests():
@@ -86,8 +86,14 @@ def test_meta_sgd_learning_rate_gradient_in_closed_form():
 @pytest.mark.parametrize("inner_loop", ["clone", "batched"])
 def test_meta_sgd_learning_rates_are_learned(inner_loop):
     learner = MetaSGD(MLP(4, (8,), 3), inner_lr=0.1, inner_loop=inner_loop)
-    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0).fit(learner, BlobsDataModule())  # fmt: skip
+    Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    ).fit(learner, BlobsDataModule())
     assert all((lr != 0.1).any() for lr in learner.maml.lrs)
 
 
@@ -143,8 +149,14 @@ def test_reptile_step_is_the_hand_computed_interpolation():
     theta = copy.deepcopy(backbone)
     data = BlobsDataModule(batches=1, meta_batch_size=3)
     learner = Reptile(backbone, inner_lr=0.3, inner_steps=4, epsilon=0.5, anneal=False)
-    Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0).fit(learner, data)  # fmt: skip
+    Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    ).fit(learner, data)
 
     task = data.tasks[0]
     adapted = []
@@ -172,8 +184,14 @@ def test_reptile_displacement_and_annealing():
 
 def test_reptile_anneals_epsilon_over_the_run():
     learner = Reptile(MLP(4, (8,), 3), inner_steps=1, epsilon=1.0)
-    trainer = Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer = Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(learner, BlobsDataModule())
     assert trainer.global_step == 3
     assert trainer.callback_metrics["train/epsilon"].item() == pytest.approx(1 / 3)
@@ -181,7 +199,9 @@ def test_reptile_anneals_epsilon_over_the_run():
 
 def test_gradient_surrogate_has_the_value_and_the_gradients_it_is_given():
     a, b, c = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True), torch.ones(1, requires_grad=True)
-    surrogate = gradient_surrogate([a, b, c], [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.0, 3.0]), None], torch.tensor(7.5))
+    surrogate = gradient_surrogate(
+        [a, b, c], [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.0, 3.0]), None], torch.tensor(7.5)
+    )
     assert surrogate.item() == 7.5
     surrogate.backward()
     assert a.grad.tolist() == [1.0, -2.0] and b.grad.tolist() == [0.5, 0.0, 3.0] and c.grad is None
@@ -190,6 +210,7 @@ def test_gradient_surrogate_has_the_value_and_the_gradients_it_is_given():
 
 
 # ---- memory and precision switches of the MAML family ---------------------------------------------
+
 
 def training_step_gradient(learner, task):
     """The meta-gradient the training step leaves in ``.grad``, and the loss it reports."""
@@ -253,16 +274,24 @@ def test_auto_inner_loop_is_batched_on_cuda_only():
 
 
 def test_backward_per_task_needs_the_clone_loop():
-    with pytest.raises(ValueError, match=r"Expected `inner_loop` 'clone' or 'auto' with `backward_per_task`.*but got 'batched'\."):
+    with pytest.raises(
+        ValueError, match=r"Expected `inner_loop` 'clone' or 'auto' with `backward_per_task`.*but got 'batched'\."
+    ):
         MAML(MLP(4, (8,), 3), inner_loop="batched", backward_per_task=True)
 
 
 def test_batched_loop_with_batch_norm_under_autocast_is_refused_and_auto_falls_back():
     backbone = CNN4(in_channels=1, out_features=3, hidden=4, blocks=2, image_size=8)
-    task = Task(torch.randn(2, 3, 1, 8, 8), torch.arange(3).expand(2, -1), torch.randn(2, 6, 1, 8, 8),
-                torch.arange(3).repeat(2).expand(2, -1))  # fmt: skip
+    task = Task(
+        torch.randn(2, 3, 1, 8, 8),
+        torch.arange(3).expand(2, -1),
+        torch.randn(2, 6, 1, 8, 8),
+        torch.arange(3).repeat(2).expand(2, -1),
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        with pytest.raises(ValueError, match=r"Expected no BatchNorm layer with `inner_loop` 'batched' under mixed precision"):
+        with pytest.raises(
+            ValueError, match=r"Expected no BatchNorm layer with `inner_loop` 'batched' under mixed precision"
+        ):
             MAML(backbone, inner_loop="batched").episode(task, training=True)
         assert torch.isfinite(MAML(backbone).episode(task, training=True)).all()  # auto: the clone loop
 

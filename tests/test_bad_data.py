@@ -27,23 +27,34 @@ def test_ways_larger_than_the_classes_of_a_split(tmp_path):
 def test_class_with_fewer_than_shots_plus_queries_images(tmp_path):
     root = image_folder(tmp_path / "data", classes=4, images=3)
     os.remove(os.path.join(root, "class_2", "0.png"))
-    data = folder_data(root, shots=1, queries=2, splits={"train": ["class_0", "class_2"], "val": ["class_1"], "test": ["class_3"]})
-    with pytest.raises(ValueError, match=r"Expected >= 3 images \(`shots` \+ `queries`\) in class 'class_2' of split 'train', but got 2\."):
+    data = folder_data(
+        root, shots=1, queries=2, splits={"train": ["class_0", "class_2"], "val": ["class_1"], "test": ["class_3"]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"Expected >= 3 images \(`shots` \+ `queries`\) in class 'class_2' of split 'train', but got 2\.",
+    ):
         data.setup("fit")
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"Expected a folder of class folders at '.*nowhere', but got no such folder\."):
+    with pytest.raises(
+        FileNotFoundError, match=r"Expected a folder of class folders at '.*nowhere', but got no such folder\."
+    ):
         folder_data(tmp_path / "nowhere").setup("fit")
 
 
 def test_empty_folder_and_empty_class(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"Expected class folders \(root/<class>/<image>\) in '.*empty', but got none\."):
+    with pytest.raises(
+        ValueError, match=r"Expected class folders \(root/<class>/<image>\) in '.*empty', but got none\."
+    ):
         folder_data(tmp_path / "empty").setup("fit")
     root = image_folder(tmp_path / "data", classes=4, images=3)
     os.makedirs(os.path.join(root, "class_9"))
-    with pytest.raises(ValueError, match=r"Expected >= 1 image in class 'class_9' of '.*data', but got an empty folder\."):
+    with pytest.raises(
+        ValueError, match=r"Expected >= 1 image in class 'class_9' of '.*data', but got an empty folder\."
+    ):
         folder_data(root).setup("fit")
 
 
@@ -51,19 +62,29 @@ def test_corrupt_image_and_non_image_file(tmp_path):
     root = image_folder(tmp_path / "data", classes=4, images=3)
     with open(os.path.join(root, "class_1", "1.png"), "wb") as f:
         f.write(b"not a png at all")
-    with pytest.raises(ValueError, match=r"Expected a readable image in '.*class_1/1\.png', but got an unreadable or corrupt file"):
-        folder_data(root, splits={"train": ["class_0", "class_1"], "val": ["class_2"], "test": ["class_3"]}).setup("fit")
+    with pytest.raises(
+        ValueError, match=r"Expected a readable image in '.*class_1/1\.png', but got an unreadable or corrupt file"
+    ):
+        folder_data(root, splits={"train": ["class_0", "class_1"], "val": ["class_2"], "test": ["class_3"]}).setup(
+            "fit"
+        )
     with open(os.path.join(root, "class_3", "notes.txt"), "w") as f:
         f.write("x")
-    with pytest.raises(ValueError, match=r"Expected only image files .* in class 'class_3' of '.*data', but got 'notes\.txt'\."):
+    with pytest.raises(
+        ValueError, match=r"Expected only image files .* in class 'class_3' of '.*data', but got 'notes\.txt'\."
+    ):
         folder_data(root).setup("fit")
 
 
 def test_bad_class_splits(tmp_path):
     root = image_folder(tmp_path / "data", classes=4, images=3)
-    with pytest.raises(ValueError, match=r"Expected class 'cat' of split 'val' to be a folder of the root, but got no such class\."):
+    with pytest.raises(
+        ValueError, match=r"Expected class 'cat' of split 'val' to be a folder of the root, but got no such class\."
+    ):
         folder_data(root, splits={"train": ["class_0"], "val": ["cat"], "test": ["class_1"]}).setup("fit")
-    with pytest.raises(ValueError, match=r"Expected each class in one split, but got 'class_0' in 'train' and 'test'\."):
+    with pytest.raises(
+        ValueError, match=r"Expected each class in one split, but got 'class_0' in 'train' and 'test'\."
+    ):
         folder_data(root, splits={"train": ["class_0"], "val": ["class_1"], "test": ["class_0"]}).setup("fit")
     with pytest.raises(ValueError, match=r"summing to 1, but got \(0\.5, 0\.5, 0\.5\)\."):
         folder_data(root, splits=(0.5, 0.5, 0.5)).setup("fit")
@@ -87,7 +108,11 @@ def omniglot(folder, **kwargs):
 def test_zip_that_is_not_a_zip(tmp_path):
     minimal_omniglot(str(tmp_path))
     (tmp_path / "images_background_small1.zip").write_bytes(b"PK? no")
-    with pytest.raises(ValueError, match=r"Expected an Omniglot zip archive in '.*images_background_small1\.zip', but got a file that is not a zip"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected an Omniglot zip archive in '.*images_background_small1\.zip', but got a file that is not a "
+        r"zip",
+    ):
         omniglot(tmp_path).setup("fit")
 
 
@@ -95,8 +120,11 @@ def test_zip_that_is_not_omniglot(tmp_path):
     minimal_omniglot(str(tmp_path))
     with zipfile.ZipFile(tmp_path / "images_background_small2.zip", "w") as zf:
         zf.writestr("cifar/data_batch_1", b"xx")
-    with pytest.raises(ValueError, match=r"Expected Omniglot images 'images_background_small2/<alphabet>/<character>/\*\.png' in "
-                                         r"'.*images_background_small2\.zip', but got 'cifar/data_batch_1' among 1 files\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected Omniglot images 'images_background_small2/<alphabet>/<character>/\*\.png' in "
+        r"'.*images_background_small2\.zip', but got 'cifar/data_batch_1' among 1 files\.",
+    ):
         omniglot(tmp_path).setup("fit")
 
 
@@ -104,23 +132,36 @@ def test_corrupt_image_inside_the_zip(tmp_path):
     omniglot_zip(str(tmp_path), "images_background_small2", characters=4)
     with zipfile.ZipFile(tmp_path / "images_background_small1.zip", "w") as zf:
         zf.writestr("images_background_small1/A/character01/0001_01.png", b"garbage")
-    with pytest.raises(ValueError, match=r"Expected a readable image in '.*small1\.zip:images_background_small1/A/character01/0001_01\.png'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a readable image in '.*small1\.zip:images_background_small1/A/character01/0001_01\.png'",
+    ):
         omniglot(tmp_path).setup("fit")
 
 
 def test_missing_archive_without_download(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"Expected the Omniglot archive '.*images_background_small1\.zip' for split 'minimal', but got no such file"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"Expected the Omniglot archive '.*images_background_small1\.zip' for split 'minimal', but got no such "
+        r"file",
+    ):
         omniglot(tmp_path).prepare_data()
 
 
 def test_archive_with_wrong_checksum_when_download_is_on(tmp_path):
     minimal_omniglot(str(tmp_path))
-    with pytest.raises(ValueError, match=r"Expected the official images_background_small1\.zip \(md5 e704a628b5459e08445c13499850abc4\) .* but its md5 differs"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected the official images_background_small1\.zip \(md5 e704a628b5459e08445c13499850abc4\) .* but "
+        r"its md5 differs",
+    ):
         OmniglotDataModule(data_dir=str(tmp_path), split="minimal", download=True).prepare_data()
 
 
 def test_omniglot_arguments(tmp_path):
-    with pytest.raises(ValueError, match=r"Expected `split` to be one of 'standard', 'minimal', 'minimal_reverse', but got 'tiny'\."):
+    with pytest.raises(
+        ValueError, match=r"Expected `split` to be one of 'standard', 'minimal', 'minimal_reverse', but got 'tiny'\."
+    ):
         OmniglotDataModule(data_dir=str(tmp_path), split="tiny")
     data = omniglot(minimal_omniglot(str(tmp_path)), ways=5)  # 4 characters x 2 alphabets = 8 x 4 rotations
     data.setup("fit")

@@ -19,15 +19,25 @@ from tests.helpers import CASES, FEATURES, WAYS, BlobsDataModule, build
 
 def _data(kind: str):
     if kind == "regression":
-        return SinusoidDataModule(meta_batch_size=2, train_batches_per_epoch=2, val_tasks=4, test_tasks=4, eval_queries=5)
+        return SinusoidDataModule(
+            meta_batch_size=2, train_batches_per_epoch=2, val_tasks=4, test_tasks=4, eval_queries=5
+        )
     return BlobsDataModule(batches=2, meta_batch_size=2)
 
 
 def _fit(learner, data, tmp_path, callbacks, **kwargs) -> Trainer:
     # 2 meta-batches per epoch, 2 epochs: validation after steps 2 and 4 (plus one sanity-check batch).
-    options = dict(max_epochs=2, max_steps=4, num_sanity_val_steps=1, logger=TensorBoardLogger(tmp_path),
-                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                   accelerator="cpu", default_root_dir=tmp_path)  # fmt: skip
+    options = dict(
+        max_epochs=2,
+        max_steps=4,
+        num_sanity_val_steps=1,
+        logger=TensorBoardLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
     options.update(kwargs)
     trainer = Trainer(callbacks=callbacks, **options)
     trainer.fit(learner, data)
@@ -155,8 +165,12 @@ def test_history_is_saved_and_restored_and_plotted():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_plot_episode_of_image_task(channels):
-    learner = MAML(CNN4(in_channels=channels, out_features=3, hidden=4, blocks=1, image_size=8), inner_lr=0.1,
-                   loss="cross_entropy", eval_inner_steps=1)  # fmt: skip
+    learner = MAML(
+        CNN4(in_channels=channels, out_features=3, hidden=4, blocks=1, image_size=8),
+        inner_lr=0.1,
+        loss="cross_entropy",
+        eval_inner_steps=1,
+    )
     labels = torch.arange(3).repeat_interleave(2)[None]  # 3 ways, 2 shots and 2 queries per class
     task = Task(torch.randn(1, 6, channels, 8, 8), labels, torch.randn(1, 6, channels, 8, 8), labels.clone())
     figure = plot_episode(learner, task, max_images=5)
@@ -217,8 +231,16 @@ def test_plot_episode_of_sinusoid_task():
 def test_progress_bar_shows_tasks_and_episode(kind, episode, tmp_path):
     learner = build("maml", kind)
     bar = MetaProgressBar()
-    trainer = Trainer(max_steps=1, limit_val_batches=0, callbacks=[bar], logger=False, enable_checkpointing=False,
-                      enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)  # fmt: skip
+    trainer = Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
     assert bar.get_metrics(trainer, learner).get("tasks") is None  # nothing seen yet
     trainer.fit(learner, _data(kind))
     metrics = bar.get_metrics(trainer, learner)

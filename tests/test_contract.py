@@ -20,13 +20,22 @@ def test_every_algorithm_is_in_the_contract_test():
 
 def datamodule(kind: str):
     if kind == "regression":
-        return SinusoidDataModule(meta_batch_size=2, train_batches_per_epoch=3, val_tasks=4, test_tasks=4, eval_queries=5)
+        return SinusoidDataModule(
+            meta_batch_size=2, train_batches_per_epoch=3, val_tasks=4, test_tasks=4, eval_queries=5
+        )
     return BlobsDataModule()
 
 
 def trainer(tmp_path) -> Trainer:
-    return Trainer(max_steps=3, limit_val_batches=2, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    return Trainer(
+        max_steps=3,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
 
 
 @pytest.mark.parametrize(("name", "kind"), CASES)

@@ -38,8 +38,14 @@ def ddp_run(tmp_path_factory):
     """The output folder of one run of tests/ddp_meta_gradient.py (all cases, ~20-40 s)."""
     out = tmp_path_factory.mktemp("ddp_meta_gradient")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_meta_gradient.py"), str(out)],
-                            capture_output=True, text=True, env=env, cwd=out, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "ddp_meta_gradient.py"), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -62,7 +68,7 @@ def assert_same_tensors(actual: dict, expected: dict, what: str, **tolerance) ->
             assert actual[name] is None or not actual[name].any(), f"{what} {name}: expected no gradient"
             continue
         assert actual[name] is not None, f"{what} {name}: no gradient"
-        torch.testing.assert_close(actual[name], expected[name], msg=lambda m: f"{what} {name}: {m}", **tolerance)
+        torch.testing.assert_close(actual[name], expected[name], msg=lambda m, n=name: f"{what} {n}: {m}", **tolerance)
 
 
 def test_every_learner_is_run_under_ddp(ddp_run):
@@ -100,8 +106,10 @@ def test_ddp_step_equals_single_process_step(ddp_run, name, kind, tmp_path):
         half = initial_learner(name, kind)
         local = shard(task, 0, WORLD_SIZE)
         half.task_losses(half.episode(local, training=True), local.query_y).mean().backward()
-        assert any(p.grad is not None and not torch.allclose(p.grad, expected[n], **TOLERANCE)
-                   for n, p in half.named_parameters()), "the two halves of the meta-batch give the same gradient"  # fmt: skip
+        assert any(
+            p.grad is not None and not torch.allclose(p.grad, expected[n], **TOLERANCE)
+            for n, p in half.named_parameters()
+        ), "the two halves of the meta-batch give the same gradient"
     else:
         # Manual optimisation: a single-process Trainer step over all tasks.
         single = one_step(learner, task, str(tmp_path), accelerator="cpu", devices=1)
@@ -113,8 +121,12 @@ def test_ddp_step_equals_single_process_step(ddp_run, name, kind, tmp_path):
     if isinstance(learner, Reptile):
         # theta + epsilon * mean_i(phi_i - theta) over all 4 tasks (epsilon is not annealed at step 0).
         reference = initial_learner(name, kind)
-        phis = [reference.fine_tune(torch.cat([sx, qx]), torch.cat([sy, qy]), reference.inner_steps)[0]
-                for sx, sy, qx, qy in zip(*task)]  # fmt: skip
-        expected = {f"backbone.{n}": w + reference.epsilon * reptile_displacement(w, [phi[n] for phi in phis])
-                    for n, w in reference.backbone.named_parameters()}  # fmt: skip
+        phis = [
+            reference.fine_tune(torch.cat([sx, qx]), torch.cat([sy, qy]), reference.inner_steps)[0]
+            for sx, sy, qx, qy in zip(*task)
+        ]
+        expected = {
+            f"backbone.{n}": w + reference.epsilon * reptile_displacement(w, [phi[n] for phi in phis])
+            for n, w in reference.backbone.named_parameters()
+        }
         assert_same_tensors(ranks[0]["weights"], expected, "DDP Reptile weight vs the Reptile update", **TOLERANCE)

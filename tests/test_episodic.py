@@ -24,8 +24,17 @@ def omniglot_dir(tmp_path_factory):
 
 
 def omniglot(omniglot_dir, **kwargs):
-    defaults = dict(data_dir=omniglot_dir, split="minimal", download=False, ways=4, shots=1, queries=3,
-                    meta_batch_size=3, val_tasks=5, test_tasks=7)  # fmt: skip
+    defaults = dict(
+        data_dir=omniglot_dir,
+        split="minimal",
+        download=False,
+        ways=4,
+        shots=1,
+        queries=3,
+        meta_batch_size=3,
+        val_tasks=5,
+        test_tasks=7,
+    )
     return OmniglotDataModule(**{**defaults, **kwargs})
 
 
@@ -91,9 +100,16 @@ class _Record(Callback):
 def _fit(omniglot_dir, root, max_steps, ckpt_path=None):
     torch.manual_seed(0)
     record = _Record()
-    trainer = Trainer(max_steps=max_steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-                      callbacks=[record])  # fmt: skip
+    trainer = Trainer(
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=[record],
+    )
     learner = MAML(CNN4(out_features=4, hidden=8), inner_lr=0.4, first_order=True)
     # A Python-built learner pickles its backbone and optimizer class into the checkpoint.
     trainer.fit(learner, omniglot(omniglot_dir, train_batches_per_epoch=4), ckpt_path=ckpt_path, weights_only=False)
@@ -112,15 +128,24 @@ def test_resumed_run_sees_the_tasks_of_an_uninterrupted_one(omniglot_dir, tmp_pa
 
 def test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once(omniglot_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_episodes.py"), omniglot_dir, str(tmp_path)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "ddp_episodes.py"), omniglot_dir, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["train"][0] != ranks[1]["train"][0]  # first step: different tasks on each rank
     data = omniglot(omniglot_dir, ways=3, queries=2, meta_batch_size=2, val_tasks=7)
     data.setup("validate")
-    expected = sorted(row for batch in data.val_dataloader() for row in
-                      torch.stack([batch.support_x.flatten(1).sum(1), batch.query_x.flatten(1).sum(1)], 1).tolist())  # fmt: skip
+    expected = sorted(
+        row
+        for batch in data.val_dataloader()
+        for row in torch.stack([batch.support_x.flatten(1).sum(1), batch.query_x.flatten(1).sum(1)], 1).tolist()
+    )
     evaluated = sorted(ranks[0]["val"] + ranks[1]["val"])  # one validation (after step 2), no sanity check
     assert len(expected) == 7
     torch.testing.assert_close(torch.tensor(evaluated), torch.tensor(expected))

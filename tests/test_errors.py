@@ -15,7 +15,11 @@ from lit_meta.models import MLP
         ({"eval_inner_steps": -1}, ValueError, r"Expected `eval_inner_steps` >= 0, but got -1\."),
         ({"loss": "l1"}, ValueError, r"Expected `loss` to be one of 'mse', 'cross_entropy', but got 'l1'\."),
         ({"inner_lr": -0.1}, ValueError, r"Expected `inner_lr` > 0, but got -0.1\."),
-        ({"inner_loop": "fast"}, ValueError, r"Expected `inner_loop` to be one of 'auto', 'clone', 'batched', but got 'fast'\."),
+        (
+            {"inner_loop": "fast"},
+            ValueError,
+            r"Expected `inner_loop` to be one of 'auto', 'clone', 'batched', but got 'fast'\.",
+        ),
         ({"first_order": "yes"}, TypeError, r"Expected `first_order` to be bool, but got str 'yes'\."),
         ({"inner_steps": True}, TypeError, r"Expected `inner_steps` to be int, but got bool True\."),
     ],

@@ -19,7 +19,9 @@ def meta_gradient(learner: MAML, task: Task) -> list[torch.Tensor]:
     return [p.grad.clone() for p in learner.parameters()]
 
 
-def reference_meta_gradient(weights: list[torch.Tensor], task: Task, steps: int, second_order: bool) -> list[torch.Tensor]:
+def reference_meta_gradient(
+    weights: list[torch.Tensor], task: Task, steps: int, second_order: bool
+) -> list[torch.Tensor]:
     """MAML written out by hand for an MLP 1-3-1 (ReLU) with torch.autograd only."""
     w1, b1, w2, b2 = [w.detach().double().requires_grad_() for w in weights]
 
@@ -43,8 +45,14 @@ def reference_meta_gradient(weights: list[torch.Tensor], task: Task, steps: int,
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("steps", [1, 3])
 def test_meta_gradient_matches_hand_written_maml(inner_loop, first_order, steps):
-    learner = MAML(MLP(1, (3,), 1), inner_lr=INNER_LR, inner_steps=steps, first_order=first_order,
-                   inner_loop=inner_loop, loss="mse")  # fmt: skip
+    learner = MAML(
+        MLP(1, (3,), 1),
+        inner_lr=INNER_LR,
+        inner_steps=steps,
+        first_order=first_order,
+        inner_loop=inner_loop,
+        loss="mse",
+    )
     task = make_regression_task(num_tasks=4)
     expected = reference_meta_gradient(list(learner.parameters()), task, steps, second_order=not first_order)
     for got, want in zip(meta_gradient(learner, task), expected):

@@ -167,7 +167,9 @@ def test_bad_arguments_raise():
         MatchingNetworks(MLP(4, (8,), WAYS), fce="yes")
     with pytest.raises(TypeError, match=r"Expected `backbone` to be Module"):
         MatchingNetworks("cnn4")
-    with pytest.raises(TypeError, match=r"Expected `backbone` to have a `features` module and a linear `head`.*but got Sequential"):
+    with pytest.raises(
+        TypeError, match=r"Expected `backbone` to have a `features` module and a linear `head`.*but got Sequential"
+    ):
         MatchingNetworks(nn.Sequential(nn.Linear(4, 3)))
 
 

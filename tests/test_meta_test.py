@@ -38,8 +38,11 @@ def test_adaptation_curve_of_classifier_is_per_task_accuracy():
 @pytest.mark.parametrize(("name", "kind"), CASES)
 def test_callback_reports_every_step_with_ci_for_every_algorithm(name, kind, tmp_path):
     learner = build(name, kind)
-    data = (SinusoidDataModule(test_tasks=7, meta_batch_size=3, eval_queries=5) if kind == "regression"
-            else BlobsDataModule(batches=2, meta_batch_size=3))  # fmt: skip
+    data = (
+        SinusoidDataModule(test_tasks=7, meta_batch_size=3, eval_queries=5)
+        if kind == "regression"
+        else BlobsDataModule(batches=2, meta_batch_size=3)
+    )
     callback = MetaTestEvaluation(max_steps=3)
     trainer = Trainer(callbacks=[callback], logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.test(learner, data, verbose=False)
@@ -59,14 +62,21 @@ def test_callback_rejects_bad_max_steps():
         MetaTestEvaluation(max_steps=-2)
 
 
+@pytest.mark.slow
 def test_short_run_reduces_sinusoid_mse_far_below_zero_steps():
     torch.manual_seed(0)
     learner = MAML(MLP(), inner_lr=0.01, loss="mse", inner_loop="batched")
     data = SinusoidDataModule(meta_batch_size=25, train_batches_per_epoch=1000, test_tasks=100)
     data.setup("test")
     untrained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
-    Trainer(max_steps=1000, limit_val_batches=0, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False).fit(learner, data)  # fmt: skip
+    Trainer(
+        max_steps=1000,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(learner, data)
     trained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
     # Meta-training makes the 10-step MSE far lower than both the 0-step MSE and an untrained model's.
     assert trained[10] < 0.5 * trained[0]

@@ -6,7 +6,10 @@ from torch.func import functional_call, grad, vmap
 from lit_meta.models import CNN4, MLP, ResNet12
 
 
-@pytest.mark.parametrize(("downsample", "image_size", "features"), [("maxpool", 28, 64), ("stride", 28, 64 * 2 * 2), ("maxpool", 84, 64 * 5 * 5)])
+@pytest.mark.parametrize(
+    ("downsample", "image_size", "features"),
+    [("maxpool", 28, 64), ("stride", 28, 64 * 2 * 2), ("maxpool", 84, 64 * 5 * 5)],
+)
 def test_cnn4_shapes(downsample, image_size, features):
     net = CNN4(in_channels=3, out_features=7, image_size=image_size, downsample=downsample)
     x = torch.randn(4, 3, image_size, image_size)

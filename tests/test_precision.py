@@ -11,14 +11,25 @@ from tests.helpers import CASES, BlobsDataModule, build
 def datamodule(kind: str):
     # Two training batches with max_steps=2: the epoch ends, so validation runs after the last step.
     if kind == "regression":
-        return SinusoidDataModule(meta_batch_size=2, train_batches_per_epoch=2, val_tasks=2, test_tasks=2, eval_queries=5)
+        return SinusoidDataModule(
+            meta_batch_size=2, train_batches_per_epoch=2, val_tasks=2, test_tasks=2, eval_queries=5
+        )
     return BlobsDataModule(batches=2)
 
 
 def trainer(tmp_path, precision: str) -> Trainer:
-    return Trainer(precision=precision, accelerator="cpu", devices=1, max_steps=2, num_sanity_val_steps=0,
-                   logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                   default_root_dir=tmp_path)  # fmt: skip
+    return Trainer(
+        precision=precision,
+        accelerator="cpu",
+        devices=1,
+        max_steps=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
 
 
 def assert_fits_and_evaluates(learner, data, fit: Trainer, kind: str) -> None:

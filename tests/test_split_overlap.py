@@ -22,12 +22,23 @@ def _zip(path, archive: str, characters: dict[str, list[bytes]]) -> None:
 
 
 def _alphabet(name: str, characters: int, seed: int) -> dict[str, list[bytes]]:
-    return {f"{name}/character{c + 1:02d}": [png_bytes(seed + 100 * c + d) for d in range(4)] for c in range(characters)}
+    return {
+        f"{name}/character{c + 1:02d}": [png_bytes(seed + 100 * c + d) for d in range(4)] for c in range(characters)
+    }
 
 
 def _omniglot(path, split: str) -> OmniglotDataModule:
-    return OmniglotDataModule(data_dir=str(path), split=split, download=False, ways=2, queries=1, eval_queries=1,
-                              meta_batch_size=1, val_tasks=2, test_tasks=2)  # fmt: skip
+    return OmniglotDataModule(
+        data_dir=str(path),
+        split=split,
+        download=False,
+        ways=2,
+        queries=1,
+        eval_queries=1,
+        meta_batch_size=1,
+        val_tasks=2,
+        test_tasks=2,
+    )
 
 
 def _class_names(data: OmniglotDataModule, split: str) -> list[str]:
@@ -67,7 +78,9 @@ class _Shared(EpisodicDataModule):
 
     def build_split(self, split):
         first = 0 if split == "train" else 2
-        images = torch.stack([torch.full((1, 4, 4), 10 * k + i, dtype=torch.uint8) for k in range(first, first + 3) for i in range(3)])
+        images = torch.stack(
+            [torch.full((1, 4, 4), 10 * k + i, dtype=torch.uint8) for k in range(first, first + 3) for i in range(3)]
+        )
         labels = [k for k in range(3) for _ in range(3)]
         names = [f"class{k}" for k in range(first, first + 3)]
         return ImageClasses(images, labels, names), labels, names
@@ -76,5 +89,9 @@ class _Shared(EpisodicDataModule):
 @pytest.mark.parametrize("stage, split", [("fit", "val"), ("test", "test")])
 def test_setup_refuses_evaluation_classes_that_share_training_images(stage, split):
     data = _Shared(ways=2, shots=1, queries=1, meta_batch_size=1)
-    with pytest.raises(ValueError, match=rf"Expected the classes of split '{split}' to share no image with those of split 'train', but got 1 classes sharing 3 images: 'class2' with 'class2' \(3\)\."):
+    with pytest.raises(
+        ValueError,
+        match=rf"Expected the classes of split '{split}' to share no image with those of split 'train', but got 1 "
+        rf"classes sharing 3 images: 'class2' with 'class2' \(3\)\.",
+    ):
         data.setup(stage)

@@ -39,7 +39,9 @@ def test_images_keep_their_shape():
 
 def test_wrong_class_counts_name_the_numbers():
     y = torch.tensor([[0, 0, 1]])
-    with pytest.raises(ValueError, match=r"Expected every task to hold 2 samples .* of each of its 2 classes.*\[\[2, 1\]\]"):
+    with pytest.raises(
+        ValueError, match=r"Expected every task to hold 2 samples .* of each of its 2 classes.*\[\[2, 1\]\]"
+    ):
         split_support_query(torch.randn(1, 3, 1), y, shots=1, queries=1, ways=2)
 
 

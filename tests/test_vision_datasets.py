@@ -32,12 +32,28 @@ FIRST_FILE = {
     "cifar-fs": r"cifarfs/cifar100/splits/bertinetto/train\.txt",
     "fc100": r"FC100_train\.pickle",
 }
-BENCHMARK = {"mini-imagenet": "mini-ImageNet", "tiered-imagenet": "tiered-ImageNet", "cifar-fs": "CIFAR-FS", "fc100": "FC100"}
+BENCHMARK = {
+    "mini-imagenet": "mini-ImageNet",
+    "tiered-imagenet": "tiered-ImageNet",
+    "cifar-fs": "CIFAR-FS",
+    "fc100": "FC100",
+}
 
 
 def make(cls, data_dir, **kwargs):
-    defaults = dict(data_dir=str(data_dir), download=False, ways=3, shots=2, queries=1, eval_shots=1, eval_queries=2,
-                    meta_batch_size=2, train_batches_per_epoch=2, val_tasks=3, test_tasks=2)  # fmt: skip
+    defaults = dict(
+        data_dir=str(data_dir),
+        download=False,
+        ways=3,
+        shots=2,
+        queries=1,
+        eval_shots=1,
+        eval_queries=2,
+        meta_batch_size=2,
+        train_batches_per_epoch=2,
+        val_tasks=3,
+        test_tasks=2,
+    )
     return cls(**{**defaults, **kwargs})
 
 
@@ -82,7 +98,11 @@ def raw_pixels_and_labels(name, folder, written):
         pixels = [np.asarray(Image.open(os.path.join(root, c, f"{i}.png"))) for c in classes for i in range(4)]
         return np.stack(pixels), [k for k in range(6) for _ in range(4)], classes
     data = written["train"]  # FC100: CIFAR-100 ids 1, 4, 7, ... remapped to 0..5
-    return data["data"], [(label - 1) // 3 for label in data["labels"]], [f"CIFAR-100 class {3 * k + 1}" for k in range(6)]
+    return (
+        data["data"],
+        [(label - 1) // 3 for label in data["labels"]],
+        [f"CIFAR-100 class {3 * k + 1}" for k in range(6)],
+    )
 
 
 def test_train_split_holds_normalised_images_and_their_labels(fabricated):
@@ -97,7 +117,9 @@ def test_train_split_holds_normalised_images_and_their_labels(fabricated):
     for c in range(3):
         p = float(pixels[13, 5, 9, c])
         assert image[c, 5, 9].item() == pytest.approx((p - mean[c]) / std[c], abs=1e-5)
-    expected = (torch.from_numpy(pixels[13]).permute(2, 0, 1).double() - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    expected = (
+        torch.from_numpy(pixels[13]).permute(2, 0, 1).double() - torch.tensor(mean)[:, None, None]
+    ) / torch.tensor(std)[:, None, None]
     assert torch.allclose(image.double(), expected, atol=1e-5)
 
 
@@ -120,7 +142,10 @@ def test_labels_come_without_decoding_images(name, tmp_path, monkeypatch):
 def test_missing_files_without_download(name, tmp_path):
     cls = CASES[name][0]
     data = make(cls, tmp_path / "nowhere")
-    message = rf"Expected the {BENCHMARK[name]} file '.*nowhere/{FIRST_FILE[name]}' of split 'train', but got no such file \(set `download: true`"
+    message = (
+        rf"Expected the {BENCHMARK[name]} file '.*nowhere/{FIRST_FILE[name]}' of split 'train', "
+        r"but got no such file \(set `download: true`"
+    )
     with pytest.raises(FileNotFoundError, match=message):
         data.prepare_data()
     with pytest.raises(FileNotFoundError, match=message):
@@ -133,27 +158,44 @@ def test_missing_validation_file_names_the_split(tmp_path):
     os.remove(tmp_path / "mini-imagenet-cache-validation.pkl")
     data = make(MiniImageNetDataModule, tmp_path)
     data.setup("test")  # the test split is there
-    with pytest.raises(FileNotFoundError, match=r"'.*mini-imagenet-cache-validation\.pkl' of split 'val', but got no such file"):
+    with pytest.raises(
+        FileNotFoundError, match=r"'.*mini-imagenet-cache-validation\.pkl' of split 'val', but got no such file"
+    ):
         data.setup("fit")
 
 
 @pytest.mark.parametrize(
     ("name", "file", "match"),
     [
-        ("mini-imagenet", "mini-imagenet-cache-train.pkl",
-         r"Expected a mini-ImageNet pickle \(a dict of 'image_data' and 'class_dict'\) in '.*mini-imagenet-cache-train\.pkl', "
-         r"but got a file learn2learn's MiniImagenet cannot read \(\w+Error: "),
-        ("fc100", "FC100_train.pickle",
-         r"Expected an FC100 pickle \(a dict of 'data' and 'labels'\) in '.*FC100_train\.pickle', but got a file "
-         r"learn2learn's FC100 cannot read \(\w+Error: "),
-        ("tiered-imagenet", "tiered-imagenet/train_images_png.pkl",
-         r"Expected a tiered-ImageNet images pickle \(a list of PNG-encoded images\) in '.*tiered-imagenet/train_images_png\.pkl', "
-         r"but got a file learn2learn's TieredImagenet cannot read \(\w+Error: "),
-        ("tiered-imagenet", "tiered-imagenet/train_labels.pkl",
-         r"Expected a tiered-ImageNet labels pickle \(a dict with 'label_specific'\) in '.*tiered-imagenet/train_labels\.pkl', "
-         r"but got a file pickle cannot read \(\w+Error: "),
+        (
+            "mini-imagenet",
+            "mini-imagenet-cache-train.pkl",
+            r"Expected a mini-ImageNet pickle \(a dict of 'image_data' and 'class_dict'\) in "
+            r"'.*mini-imagenet-cache-train\.pkl', "
+            r"but got a file learn2learn's MiniImagenet cannot read \(\w+Error: ",
+        ),
+        (
+            "fc100",
+            "FC100_train.pickle",
+            r"Expected an FC100 pickle \(a dict of 'data' and 'labels'\) in '.*FC100_train\.pickle', but got a file "
+            r"learn2learn's FC100 cannot read \(\w+Error: ",
+        ),
+        (
+            "tiered-imagenet",
+            "tiered-imagenet/train_images_png.pkl",
+            r"Expected a tiered-ImageNet images pickle \(a list of PNG-encoded images\) in "
+            r"'.*tiered-imagenet/train_images_png\.pkl', "
+            r"but got a file learn2learn's TieredImagenet cannot read \(\w+Error: ",
+        ),
+        (
+            "tiered-imagenet",
+            "tiered-imagenet/train_labels.pkl",
+            r"Expected a tiered-ImageNet labels pickle \(a dict with 'label_specific'\) in "
+            r"'.*tiered-imagenet/train_labels\.pkl', "
+            r"but got a file pickle cannot read \(\w+Error: ",
+        ),
     ],
-)  # fmt: skip
+)
 def test_file_that_is_not_a_pickle(name, file, match, tmp_path):
     cls, fabricate, _, _ = CASES[name]
     fabricate(str(tmp_path))
@@ -172,38 +214,69 @@ def rewrite(path, edit):
 
 def test_pickles_with_the_wrong_content(tmp_path):
     mini_imagenet(str(tmp_path / "mini"))
-    rewrite(tmp_path / "mini" / "mini-imagenet-cache-train.pkl", lambda d: {**d, "image_data": d["image_data"][:, :32, :32]})
-    with pytest.raises(ValueError, match=r"Expected 'image_data' of shape \(N, 84, 84, 3\) and dtype uint8 in '.*mini-imagenet-cache-train\.pkl', "
-                                         r"but got an array of shape \(24, 32, 32, 3\) and dtype uint8\."):  # fmt: skip
+    rewrite(
+        tmp_path / "mini" / "mini-imagenet-cache-train.pkl", lambda d: {**d, "image_data": d["image_data"][:, :32, :32]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"Expected 'image_data' of shape \(N, 84, 84, 3\) and dtype uint8 in '.*mini-imagenet-cache-train\.pkl', "
+        r"but got an array of shape \(24, 32, 32, 3\) and dtype uint8\.",
+    ):
         make(MiniImageNetDataModule, tmp_path / "mini").setup("fit")
     mini_imagenet(str(tmp_path / "mini"))
-    rewrite(tmp_path / "mini" / "mini-imagenet-cache-test.pkl", lambda d: {**d, "class_dict": {k: v[:-1] for k, v in d["class_dict"].items()}})
-    with pytest.raises(ValueError, match=r"Expected every image of '.*mini-imagenet-cache-test\.pkl' in a class of 'class_dict', but got 6 of 24 images in none\."):
+    rewrite(
+        tmp_path / "mini" / "mini-imagenet-cache-test.pkl",
+        lambda d: {**d, "class_dict": {k: v[:-1] for k, v in d["class_dict"].items()}},
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"Expected every image of '.*mini-imagenet-cache-test\.pkl' in a class of 'class_dict', but got 6 of "
+        r"24 images in none\.",
+    ):
         make(MiniImageNetDataModule, tmp_path / "mini").setup("test")
     rewrite(tmp_path / "mini" / "mini-imagenet-cache-test.pkl", lambda d: d["image_data"])  # an array, not a dict
     with pytest.raises(ValueError, match=r"learn2learn's MiniImagenet cannot read \(IndexError: "):
         make(MiniImageNetDataModule, tmp_path / "mini").setup("test")
     fc100(str(tmp_path / "fc100"))
     rewrite(tmp_path / "fc100" / "FC100_val.pickle", lambda d: {**d, "labels": d["labels"][:-2]})
-    with pytest.raises(ValueError, match=r"Expected one integer label per image \(24\) in 'labels' of '.*FC100_val\.pickle', but got an array of shape \(22,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected one integer label per image \(24\) in 'labels' of '.*FC100_val\.pickle', but got an array "
+        r"of shape \(22,\)",
+    ):
         make(FC100DataModule, tmp_path / "fc100").setup("fit")
     tiered_imagenet(str(tmp_path / "tiered"))
     rewrite(tmp_path / "tiered" / "tiered-imagenet" / "val_labels.pkl", lambda d: {"label_general": d["label_general"]})
-    with pytest.raises(ValueError, match=r"Expected a tiered-ImageNet labels pickle \(a dict with 'label_specific'\) in '.*val_labels\.pkl', but got \['label_general'\]\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a tiered-ImageNet labels pickle \(a dict with 'label_specific'\) in '.*val_labels\.pkl', "
+        r"but got \['label_general'\]\.",
+    ):
         make(TieredImageNetDataModule, tmp_path / "tiered").setup("fit")
 
 
 def test_unreadable_images_are_named(tmp_path):
     tiered_imagenet(str(tmp_path / "tiered"))
-    rewrite(tmp_path / "tiered" / "tiered-imagenet" / "train_images_png.pkl", lambda images: images[:3] + [b"not a png"] + images[4:])
+    rewrite(
+        tmp_path / "tiered" / "tiered-imagenet" / "train_images_png.pkl",
+        lambda images: images[:3] + [b"not a png"] + images[4:],
+    )
     dataset, _, _ = make(TieredImageNetDataModule, tmp_path / "tiered").build_split("train")
     dataset[2]
-    with pytest.raises(ValueError, match=r"Expected a readable image in image 3 of '.*tiered-imagenet/train_images_png\.pkl', but got an unreadable or corrupt file"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a readable image in image 3 of '.*tiered-imagenet/train_images_png\.pkl', but got an "
+        r"unreadable or corrupt file",
+    ):
         dataset[3]
     written = cifarfs(str(tmp_path / "cifar"))
     (tmp_path / "cifar" / "cifarfs" / "cifar100" / "data" / written["train"][0] / "1.png").write_bytes(b"not a png")
     dataset, _, _ = make(CIFARFSDataModule, tmp_path / "cifar").build_split("train")
-    with pytest.raises(ValueError, match=r"Expected a readable image in '.*cifarfs/processed/train/train_class_0/1\.png', but got an unreadable or corrupt file"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a readable image in '.*cifarfs/processed/train/train_class_0/1\.png', but got an unreadable "
+        r"or corrupt file",
+    ):
         dataset[1]
 
 
@@ -212,7 +285,11 @@ def test_cifarfs_split_file_naming_a_missing_class_leaves_no_half_made_copy(tmp_
     split_file = tmp_path / "cifarfs" / "cifar100" / "splits" / "bertinetto" / "val.txt"
     split_file.write_text(split_file.read_text() + "unicorn\n")
     data = make(CIFARFSDataModule, tmp_path)
-    with pytest.raises(ValueError, match=r"Expected class 'unicorn' of split file '.*bertinetto/val\.txt' to be a folder of '.*cifar100/data', but got no such folder\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected class 'unicorn' of split file '.*bertinetto/val\.txt' to be a folder of '.*cifar100/data', "
+        r"but got no such folder\.",
+    ):
         data.prepare_data()
     assert not (tmp_path / "cifarfs" / "processed").exists()
     split_file.write_text(split_file.read_text().replace("unicorn\n", ""))

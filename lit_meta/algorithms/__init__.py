@@ -9,4 +9,13 @@ from lit_meta.algorithms.metric import MetricLearner
 from lit_meta.algorithms.protonet import PrototypicalNetworks
 from lit_meta.algorithms.reptile import Reptile
 
-__all__ = ["MetaLearner", "MetricLearner", "MAML", "MetaSGD", "ANIL", "Reptile", "PrototypicalNetworks", "MatchingNetworks"]
+__all__ = [
+    "MetaLearner",
+    "MetricLearner",
+    "MAML",
+    "MetaSGD",
+    "ANIL",
+    "Reptile",
+    "PrototypicalNetworks",
+    "MatchingNetworks",
+]

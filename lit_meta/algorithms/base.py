@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -75,6 +75,13 @@ class MetaLearner(LightningModule, ABC):
         return self.loss == "cross_entropy"
 
     @property
+    def max_ways(self) -> int | None:
+        """The most classes a task may have: the backbone's output size for learners that classify
+        through its head (MAML and its variants, Reptile); ``None`` where any number fits (regression,
+        metric-based learners)."""
+        return None
+
+    @property
     def metric_name(self) -> str:
         """What :meth:`task_metric` measures: ``"accuracy"`` (classification) or ``"mse"``."""
         return "accuracy" if self.is_classifier else "mse"
@@ -108,6 +115,19 @@ class MetaLearner(LightningModule, ABC):
         return task_losses(predictions, targets, "mse")
 
     # ---- Lightning steps ------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Before the first step: a task wider than the head fails deep in `cross_entropy` otherwise.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for name in ("ways", "eval_ways"):
+            ways = getattr(datamodule, name, None)
+            if isinstance(ways, int):
+                self._check_ways(f"`data.{name}`", ways)
+
+    def _check_ways(self, what: str, ways: int) -> None:
+        """``what`` names where ``ways`` comes from, e.g. "`data.ways`" or "support classes"."""
+        if self.max_ways is not None and ways > self.max_ways:
+            raise ValueError(f"Expected {what} <= {self.max_ways} (the backbone's `out_features`), but got {ways}.")
+
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         predictions = self.episode(batch, training=True)
         return self.log_training(predictions, batch)
@@ -178,6 +198,12 @@ class MetaLearner(LightningModule, ABC):
             return optimizer
         scheduler = self._scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def head_size(module: torch.nn.Module) -> int | None:
+    """``out_features`` of the last ``nn.Linear`` of ``module`` (its classification head), if any."""
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1].out_features if linears else None
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
-from lit_meta.algorithms.base import Loss, MetaLearner
+from lit_meta.algorithms.base import Loss, MetaLearner, head_size
 from lit_meta.functional import gradient_surrogate, sgd_step, task_losses
 from lit_meta.tasks import Task
 
@@ -75,7 +75,10 @@ class MAML(MetaLearner):
         if inner_loop == "batched":
             _check_batchable(backbone)
             if backward_per_task:
-                raise ValueError("Expected `inner_loop` 'clone' or 'auto' with `backward_per_task` (it adapts one task at a time), but got 'batched'.")
+                raise ValueError(
+                    "Expected `inner_loop` 'clone' or 'auto' with `backward_per_task` (it adapts one task at a "
+                    "time), but got 'batched'."
+                )
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.first_order = first_order
@@ -101,6 +104,10 @@ class MAML(MetaLearner):
         return self.inner_lr
 
     # ---------------------------------------------------------------------------------------------
+    @property
+    def max_ways(self) -> int | None:
+        return head_size(self.maml) if self.is_classifier else None
+
     def forward(self, x: Tensor) -> Tensor:
         """The meta-learned (unadapted) network: ``(N, *input_shape) -> (N, *out)``."""
         return self.maml(self.body(x))
@@ -109,7 +116,9 @@ class MAML(MetaLearner):
         """``"clone"`` or ``"batched"``: what ``inner_loop`` means on the learner's current device."""
         autocast_norm = self._has_batch_norm and torch.is_autocast_enabled(self.device.type)
         if self.inner_loop == "auto":
-            batched = self.device.type == "cuda" and self._batchable and not self.backward_per_task and not autocast_norm
+            batched = (
+                self.device.type == "cuda" and self._batchable and not self.backward_per_task and not autocast_norm
+            )
             return "batched" if batched else "clone"
         if self.inner_loop == "batched" and autocast_norm:
             # torch.func's BatchNorm rules fail on the mixed dtypes of autocast (torch 2.14, seen on CPU bf16).

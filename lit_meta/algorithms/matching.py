@@ -122,7 +122,9 @@ class MatchingNetworks(MetricLearner):
         _check_positive_int("fce_steps", fce_steps)
         _check_positive_float("cosine_scale", cosine_scale)
         _check_type("learn_scale", learn_scale, bool)
-        self.cosine_scale: float | nn.Parameter = nn.Parameter(torch.tensor(float(cosine_scale))) if learn_scale else cosine_scale
+        self.cosine_scale: float | nn.Parameter = (
+            nn.Parameter(torch.tensor(float(cosine_scale))) if learn_scale else cosine_scale
+        )
         self.fce = FullContextEmbedding(self.embedding_dim, fce_steps) if fce else None
 
     def classify(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:

@@ -30,7 +30,9 @@ class MetricLearner(MetaLearner):
         lr_scheduler: optional schedule of its learning rate, stepped every meta-batch.
     """
 
-    def __init__(self, backbone: nn.Module, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None) -> None:
+    def __init__(
+        self, backbone: nn.Module, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None
+    ) -> None:
         super().__init__(loss="cross_entropy", eval_inner_steps=1, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.features, self.embedding_dim = split_backbone(backbone)
 
@@ -76,6 +78,7 @@ class MetricLearner(MetaLearner):
         if not every_step:
             return logits
         return torch.stack([torch.full_like(logits, uniform)] + [logits] * steps)
+
 
 def split_backbone(backbone: nn.Module) -> tuple[nn.Module, int]:
     """``(backbone.features, D)``: the body of a lit-meta backbone and the size of its embeddings."""

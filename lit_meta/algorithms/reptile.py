@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lit_meta._checks import _check_positive_float, _check_positive_int, _check_type
-from lit_meta.algorithms.base import Loss, MetaLearner
+from lit_meta.algorithms.base import Loss, MetaLearner, head_size
 from lit_meta.functional import gradient_surrogate, reptile_displacement, sgd_step, task_losses
 from lit_meta.tasks import Task
 
@@ -76,12 +76,23 @@ class Reptile(MetaLearner):
         self.epsilon, self.anneal = epsilon, anneal
         self.automatic_optimization = False
 
+    @property
+    def max_ways(self) -> int | None:
+        return head_size(self.backbone) if self.is_classifier else None
+
     def forward(self, x: Tensor) -> Tensor:
         """The meta-learned (not fine-tuned) network."""
         return self.backbone(x)
 
-    def fine_tune(self, x: Tensor, y: Tensor, steps: int, query_x: Tensor | None = None, every_step: bool = False,
-                  batch_size: int | None = None) -> tuple[dict[str, Tensor], list[Tensor]]:  # fmt: skip
+    def fine_tune(
+        self,
+        x: Tensor,
+        y: Tensor,
+        steps: int,
+        query_x: Tensor | None = None,
+        every_step: bool = False,
+        batch_size: int | None = None,
+    ) -> tuple[dict[str, Tensor], list[Tensor]]:
         """SGD on one task's samples ``x (N, ...)``, ``y (N, ...)`` from the current weights.
 
         Args:
@@ -117,7 +128,10 @@ class Reptile(MetaLearner):
         # The fine-tuned predictions carry no meta-gradient: Reptile's outer step is not a backward pass.
         if steps is None:
             steps = self.inner_steps if training else self.eval_inner_steps
-        per_task = [self.fine_tune(sx, sy, steps, qx, every_step)[1] for sx, sy, qx in zip(task.support_x, task.support_y, task.query_x)]
+        per_task = [
+            self.fine_tune(sx, sy, steps, qx, every_step)[1]
+            for sx, sy, qx in zip(task.support_x, task.support_y, task.query_x)
+        ]
         curve = torch.stack([torch.stack(step) for step in zip(*per_task)])  # (steps + 1 or 1, B, Nq, *out)
         return curve if every_step else curve[-1]
 
@@ -125,7 +139,9 @@ class Reptile(MetaLearner):
         adapted, predictions = [], []
         for sx, sy, qx, qy in zip(*batch):
             x, y = torch.cat([sx, qx]), torch.cat([sy, qy])
-            weights, (prediction,) = self.fine_tune(x, y, self.inner_steps, query_x=qx, batch_size=self.inner_batch_size)
+            weights, (prediction,) = self.fine_tune(
+                x, y, self.inner_steps, query_x=qx, batch_size=self.inner_batch_size
+            )
             adapted.append(weights)
             predictions.append(prediction)
         optimizer = self.optimizers()

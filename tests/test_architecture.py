@@ -1,0 +1,99 @@
+"""The packages' dependencies run one way: ``datamodules`` and ``callbacks`` build on ``lit_meta``,
+which imports neither, and no module of the three imports itself back through the others."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("lit_meta", "datamodules", "callbacks")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports when it runs, at any depth (lazy imports in functions count)."""
+    found: set[str] = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    """``{module: modules of the three packages it imports}``."""
+    modules = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or ``None``. A package's ``__init__`` importing its own
+    modules is not a cycle: only edges between modules that are not parent and child count."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges.get(node, ())):
+            if target.startswith(node + ".") or node.startswith(target + "."):
+                continue
+            if state.get(target) == 1:
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_lit_meta_imports_neither_datamodules_nor_callbacks():
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        if module.split(".")[0] == "lit_meta"
+        for target in targets
+        if target.split(".")[0] in ("datamodules", "callbacks")
+    )
+    assert offenders == []
+
+
+def test_the_three_packages_have_no_import_cycle():
+    assert find_cycle(graph()) is None
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        ({"a": {"b"}, "b": {"a"}}, ["a", "b", "a"]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+        ({"a": {"b"}, "b": set()}, None),
+        ({"p": {"p.x"}, "p.x": {"p"}}, None),  # a package and its own module
+    ],
+)
+def test_the_cycle_finder_finds_cycles(edges, expected):
+    assert find_cycle(edges) == expected
