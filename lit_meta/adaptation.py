@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_meta._checks import _check_positive_int, _check_type
+from lit_meta.evaluation import evaluation_mode
 from lit_meta.tasks import Task
 
 if TYPE_CHECKING:
@@ -89,12 +90,8 @@ class AdaptedLearner:
         # The query targets are not used: only their shape matters.
         unknown = self.support_y.new_zeros(1, len(x), *self.support_y.shape[1:])
         task = Task(self.support_x[None], self.support_y[None], x[None], unknown)
-        was_training = self.learner.training
-        self.learner.eval()
-        try:
+        with evaluation_mode(self.learner):
             return self.learner.evaluate_episode(task, steps=self.steps)[0]
-        finally:
-            self.learner.train(was_training)
 
 
 def _check_input_channels(learner: nn.Module, x: Tensor) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from argparse import ArgumentError
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lit_meta._checks import _check_positive_int
 from lit_meta._cli_errors import CommandLineError, parser_message, raised_while_configuring, root_cause
@@ -25,6 +26,8 @@ class MetaCLI(LightningCLI):
     ``LightningDataModule`` (``class_path`` in the config). Runs log to TensorBoard under
     ``lightning_logs/`` by default. ``num_threads`` sets torch's intra-op threads: small networks
     (the sinusoid MLP) train fastest on one thread, as their operations are too small to split.
+    ``fit`` ends with Lightning's test loop on the best checkpoint (``--test_after_fit``), where
+    ``callbacks.MetaTestEvaluation`` reports the meta-test.
     """
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -45,6 +48,21 @@ class MetaCLI(LightningCLI):
         parser.add_argument(
             "--num_threads", type=int | None, default=None, help="torch intra-op threads (default: torch's choice)"
         )
+        parser.add_argument(
+            "--test_after_fit",
+            type=Literal["best", "last", "none"],
+            default="best",
+            help="after `fit`, run the test loop (the meta-test) on the best checkpoint, the last weights, or not",
+        )
+
+    def after_fit(self) -> None:
+        # The meta-test runs in Lightning's own test loop, on the checkpoint model selection chose.
+        choice = self.config[self.subcommand].get("test_after_fit", "best")
+        if choice == "none" or self.trainer.fast_dev_run or not is_overridden("test_dataloader", self.datamodule):
+            return
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        ckpt_path = "best" if choice == "best" and best else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -51,7 +51,7 @@ if __name__ == "__main__":
         test_tasks=5,
     )
     learner = MAML(CNN4(out_features=3, hidden=8), inner_lr=0.4, eval_inner_steps=1, first_order=True)
-    Trainer(
+    trainer = Trainer(
         strategy="ddp",
         devices=2,
         accelerator="cpu",
@@ -63,4 +63,6 @@ if __name__ == "__main__":
         enable_model_summary=False,
         callbacks=[Recorder(), MetaTestEvaluation(max_steps=1)],
         default_root_dir=sys.argv[2],
-    ).fit(learner, data)
+    )
+    trainer.fit(learner, data)
+    trainer.test(learner, data, verbose=False)  # the meta-test, in Lightning's test loop

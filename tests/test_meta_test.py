@@ -5,9 +5,10 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from callbacks import MetaTestEvaluation, adaptation_curve
+from callbacks import MetaTestEvaluation
 from datamodules import SinusoidDataModule
 from lit_meta.algorithms import MAML
+from lit_meta.evaluation import adaptation_curve
 from lit_meta.functional import mean_ci95
 from lit_meta.models import MLP
 from tests.helpers import CASES, BlobsDataModule, build

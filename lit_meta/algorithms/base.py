@@ -18,10 +18,11 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import CatMetric, MeanMetric
 
 from lit_meta._checks import _check_one_of, _check_positive_int
 from lit_meta.adaptation import AdaptedLearner
+from lit_meta.evaluation import task_curves
 from lit_meta.functional import LOSSES, task_accuracies, task_losses
 from lit_meta.tasks import Task
 
@@ -69,6 +70,9 @@ class MetaLearner(LightningModule, ABC):
         self.metrics = torch.nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in ("loss", "acc")}
         )
+        # The meta-test's per-task metric after 0..K steps; compute() gathers every rank's tasks.
+        self.test_curve = CatMetric()
+        self._test_curve_steps: int | None = None
 
     @property
     def is_classifier(self) -> bool:
@@ -145,7 +149,34 @@ class MetaLearner(LightningModule, ABC):
         self._evaluation_step(batch, "val")
 
     def test_step(self, batch: Task, batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+        if self._test_curve_steps is None:
+            self._evaluation_step(batch, "test")
+            return
+        # One adaptation serves both: the curve 0..K and test/* after eval_inner_steps.
+        steps = max(self._test_curve_steps, self.eval_inner_steps)
+        losses, metrics = task_curves(self, batch, steps)  # (steps + 1, B)
+        self.test_curve.update(metrics[: self._test_curve_steps + 1].T)
+        accuracies = metrics[self.eval_inner_steps] if self.is_classifier else None
+        self._log_evaluation("test", losses[self.eval_inner_steps], accuracies, batch.num_tasks)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_curve.reset()
+
+    def record_test_curves(self, steps: int | None) -> None:
+        """Make ``test_step`` also record every test task's metric after ``0..steps`` adaptation steps
+        (``None``: stop); read them with :meth:`test_curves`. ``callbacks.MetaTestEvaluation`` does both."""
+        if steps is not None:
+            _check_positive_int("steps", steps, minimum=0)
+        self._test_curve_steps = steps
+
+    def test_curves(self) -> Tensor:
+        """``(K + 1, T)``: the accuracy (or MSE) of each of the ``T`` test tasks of this test epoch after
+        ``0..K`` steps, gathered across ranks (a collective under DDP: call it on every rank)."""
+        if self._test_curve_steps is None or self.test_curve.update_count == 0:
+            raise RuntimeError(
+                "Expected test curves recorded by `record_test_curves` during a test epoch, but got none."
+            )
+        return self.test_curve.compute().reshape(-1, self._test_curve_steps + 1).T
 
     def predict_step(self, batch: Task, batch_idx: int) -> Tensor:
         """Adapted query predictions ``(B, Nq, *out)`` (logits for classification)."""
@@ -164,11 +195,16 @@ class MetaLearner(LightningModule, ABC):
     def _evaluation_step(self, task: Task, stage: str) -> None:
         predictions = self.evaluate_episode(task)
         losses = self.task_losses(predictions, task.query_y)
+        accuracies = task_accuracies(predictions, task.query_y) if self.is_classifier else None
+        self._log_evaluation(stage, losses, accuracies, task.num_tasks)
+
+    def _log_evaluation(self, stage: str, losses: Tensor, accuracies: Tensor | None, num_tasks: int) -> None:
+        """``{stage}/loss`` (and ``{stage}/acc``) from the ``(B,)`` per-task values, averaged over the epoch."""
         self.metrics[f"{stage}_loss"].update(losses)
-        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], prog_bar=stage == "val", batch_size=task.num_tasks)
-        if self.is_classifier:
-            self.metrics[f"{stage}_acc"].update(task_accuracies(predictions, task.query_y))
-            self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=stage == "val", batch_size=task.num_tasks)
+        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], prog_bar=stage == "val", batch_size=num_tasks)
+        if accuracies is not None:
+            self.metrics[f"{stage}_acc"].update(accuracies)
+            self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=stage == "val", batch_size=num_tasks)
 
     # ---- rapid fine-tuning ----------------------------------------------------------------------
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> AdaptedLearner:
