@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -74,9 +74,8 @@ class ImageFolderDataModule(EpisodicDataModule):
         image_size: height and width after resizing.
         mean: per-channel mean subtracted after scaling pixels to [0, 1].
         std: per-channel standard deviation divided by after that.
-        ways, shots, queries, eval_ways, eval_shots, eval_queries, meta_batch_size,
-        train_batches_per_epoch, val_tasks, test_tasks, num_workers, seed, eval_seed: see
-            :class:`~datamodules.episodic.EpisodicDataModule`.
+        **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
+            ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     def __init__(
@@ -88,35 +87,9 @@ class ImageFolderDataModule(EpisodicDataModule):
         image_size: int = 84,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
-        ways: int = 5,
-        shots: int = 1,
-        queries: int = 15,
-        eval_ways: int | None = None,
-        eval_shots: int | None = None,
-        eval_queries: int | None = None,
-        meta_batch_size: int = 32,
-        train_batches_per_epoch: int = 500,
-        val_tasks: int = 200,
-        test_tasks: int = 600,
-        num_workers: int = 0,
-        seed: int = 0,
-        eval_seed: int = 1234,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            ways=ways,
-            shots=shots,
-            queries=queries,
-            eval_ways=eval_ways,
-            eval_shots=eval_shots,
-            eval_queries=eval_queries,
-            meta_batch_size=meta_batch_size,
-            train_batches_per_epoch=train_batches_per_epoch,
-            val_tasks=val_tasks,
-            test_tasks=test_tasks,
-            num_workers=num_workers,
-            seed=seed,
-            eval_seed=eval_seed,
-        )
+        super().__init__(**kwargs)
         _check_type("root", root, (str, os.PathLike))
         _check_one_of("channels", channels, (1, 3))
         _check_positive_int("image_size", image_size)

@@ -1,4 +1,5 @@
-"""Labelled images decoded once and held in memory as one uint8 tensor."""
+"""Datasets of labelled images: decoded once and held in memory (:class:`ImageClasses`), or decoded
+from a learn2learn dataset on access (:class:`DecodedImages`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lit_meta.images import channel_stats, normalise
+from lit_meta.images import IMAGE_ERRORS, channel_stats, normalise, prepare_image, unreadable
 
 
 class ImageClasses(Dataset):
@@ -52,3 +53,50 @@ class ImageClasses(Dataset):
         if self.rotations[index]:
             image = torch.rot90(image, self.rotations[index], dims=(1, 2))
         return normalise(image, self.mean, self.std), self.labels[index]
+
+
+class DecodedImages(Dataset):
+    """A learn2learn dataset whose ``__getitem__`` decodes a PIL image, as normalised float tensors.
+
+    ``dataset[i]`` is ``(image, label)``: learn2learn's image ``i`` converted to RGB, resized to
+    ``size x size`` if it is not already, scaled to [0, 1] and normalised; ``label`` is ``labels[i]``.
+
+    Args:
+        source: the learn2learn dataset (``source[i]`` is ``(PIL image, anything)``).
+        labels: label of each image.
+        class_names: name of each label.
+        size: output height and width.
+        mean: per-channel mean of the normalisation.
+        std: per-channel standard deviation of the normalisation.
+        where: each image's file (a list), or the one file that holds them all (a str), for errors.
+    """
+
+    def __init__(
+        self,
+        source: Dataset,
+        labels: Sequence[int],
+        class_names: Sequence[str],
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        where: Sequence[str] | str,
+    ) -> None:
+        self.source = source
+        self.labels = [int(label) for label in labels]
+        self.class_names = list(class_names)
+        self.size = size
+        self.mean, self.std = channel_stats(mean), channel_stats(std)
+        self.where = where
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _where(self, index: int) -> str:
+        return f"image {index} of {self.where!r}" if isinstance(self.where, str) else repr(self.where[index])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        try:
+            pixels = prepare_image(self.source[index][0], channels=3, size=self.size)
+        except IMAGE_ERRORS as err:
+            raise unreadable(self._where(index), err) from err
+        return normalise(pixels, self.mean, self.std), self.labels[index]

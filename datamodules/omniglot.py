@@ -8,7 +8,7 @@ import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -131,9 +131,8 @@ class OmniglotDataModule(EpisodicDataModule):
         image_size: images are resized to ``image_size x image_size`` (28 in most papers).
         train_rotations: add rotated training classes.
         download: fetch missing zips from the authors' repository.
-        ways, shots, queries, eval_ways, eval_shots, eval_queries, meta_batch_size,
-        train_batches_per_epoch, val_tasks, test_tasks, num_workers, seed, eval_seed: see
-            :class:`~datamodules.episodic.EpisodicDataModule`.
+        **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
+            ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     def __init__(
@@ -143,35 +142,9 @@ class OmniglotDataModule(EpisodicDataModule):
         image_size: int = 28,
         train_rotations: bool = True,
         download: bool = True,
-        ways: int = 5,
-        shots: int = 1,
-        queries: int = 15,
-        eval_ways: int | None = None,
-        eval_shots: int | None = None,
-        eval_queries: int | None = None,
-        meta_batch_size: int = 32,
-        train_batches_per_epoch: int = 500,
-        val_tasks: int = 200,
-        test_tasks: int = 600,
-        num_workers: int = 0,
-        seed: int = 0,
-        eval_seed: int = 1234,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            ways=ways,
-            shots=shots,
-            queries=queries,
-            eval_ways=eval_ways,
-            eval_shots=eval_shots,
-            eval_queries=eval_queries,
-            meta_batch_size=meta_batch_size,
-            train_batches_per_epoch=train_batches_per_epoch,
-            val_tasks=val_tasks,
-            test_tasks=test_tasks,
-            num_workers=num_workers,
-            seed=seed,
-            eval_seed=eval_seed,
-        )
+        super().__init__(**kwargs)
         _check_type("data_dir", data_dir, (str, os.PathLike))
         _check_one_of("split", split, tuple(SPLITS))
         _check_positive_int("image_size", image_size)

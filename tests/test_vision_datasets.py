@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.vision import CIFARFSDataModule, FC100DataModule, MiniImageNetDataModule, TieredImageNetDataModule
+from datamodules import CIFARFSDataModule, FC100DataModule, MiniImageNetDataModule, TieredImageNetDataModule
 from tests.fabricate_vision import cifarfs, fc100, mini_imagenet, tiered_imagenet
 
 # The MetaOptNet statistics (Lee et al., 2019), in pixel units, written out by hand.
