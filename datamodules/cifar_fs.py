@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -15,7 +14,6 @@ from datamodules.l2l_benchmark import (
     L2L_MODES,
     Learn2LearnDataModule,
 )
-from lit_meta._checks import _check_type
 
 
 class CIFARFSDataModule(Learn2LearnDataModule):
@@ -31,30 +29,19 @@ class CIFARFSDataModule(Learn2LearnDataModule):
     MetaOptNet (Lee et al., 2019).
 
     Args:
-        data_dir: folder holding (or receiving) the ``cifarfs`` folder.
+        data_dir: folder holding (or receiving) the ``cifarfs`` folder (default ``data/cifar-fs``).
         download: let learn2learn fetch the data if ``<data_dir>/cifarfs`` is missing.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "CIFAR-FS", "CIFARFS", 32, CIFAR_MEAN, CIFAR_STD
+    DEFAULT_DIR = "data/cifar-fs"
 
     def split_digests(self, dataset: Dataset) -> None:
         # Decoded lazily (hashing every image would decode the whole benchmark at set-up); the
         # published class splits are disjoint by construction.
         return None
-
-    def __init__(
-        self,
-        data_dir: str = "data/cifar-fs",
-        download: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        _check_type("data_dir", data_dir, (str, os.PathLike))
-        _check_type("download", download, bool)
-        self.save_hyperparameters()
-        self.data_dir, self.download = os.fspath(data_dir), download
 
     @property
     def _raw(self) -> str:

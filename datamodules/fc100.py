@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +17,6 @@ from datamodules.l2l_benchmark import (
     describe_array,
     remap_labels,
 )
-from lit_meta._checks import _check_type
 
 
 class FC100DataModule(Learn2LearnDataModule):
@@ -32,25 +30,14 @@ class FC100DataModule(Learn2LearnDataModule):
     normalised with the CIFAR-100 statistics of MetaOptNet.
 
     Args:
-        data_dir: folder holding (or receiving) the pickles.
+        data_dir: folder holding (or receiving) the pickles (default ``data/fc100``).
         download: let learn2learn fetch the pickles if ``FC100_train.pickle`` is missing.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "FC100", "FC100", 32, CIFAR_MEAN, CIFAR_STD
-
-    def __init__(
-        self,
-        data_dir: str = "data/fc100",
-        download: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        _check_type("data_dir", data_dir, (str, os.PathLike))
-        _check_type("download", download, bool)
-        self.save_hyperparameters()
-        self.data_dir, self.download = os.fspath(data_dir), download
+    DEFAULT_DIR = "data/fc100"
 
     def _files(self, mode: str) -> list[str]:
         short = "val" if mode == "validation" else mode

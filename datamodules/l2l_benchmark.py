@@ -39,12 +39,14 @@ import os
 import pickle
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import learn2learn as l2l
 import numpy as np
 from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
+from lit_meta._checks import _check_type
 from lit_meta.images import ImagePreprocessing
 
 # learn2learn's name of each split.
@@ -106,16 +108,30 @@ class Learn2LearnDataModule(EpisodicDataModule):
     """What the four benchmarks share: find the files, call learn2learn, turn its errors into ours.
 
     A subclass sets the class attributes and implements :meth:`_files`, :meth:`_open` and :meth:`_wrap`.
+
+    Args:
+        data_dir: folder holding (or receiving) the benchmark's files; ``None``: ``DEFAULT_DIR``
+            (``data/<benchmark>``).
+        download: let learn2learn fetch missing files.
+        **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
+            ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME: str  # the benchmark, for messages
     L2L_CLASS: str  # the learn2learn class, in ``learn2learn.vision.datasets``
+    DEFAULT_DIR: str  # data_dir when none is given
     IMAGE_SIZE: int
     MEAN: tuple[float, float, float]
     STD: tuple[float, float, float]
 
-    data_dir: str
-    download: bool
+    def __init__(self, data_dir: str | None = None, download: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if data_dir is not None:
+            _check_type("data_dir", data_dir, (str, os.PathLike))
+        _check_type("download", download, bool)
+        self.save_hyperparameters()
+        self.data_dir = self.DEFAULT_DIR if data_dir is None else os.fspath(data_dir)
+        self.download = download
 
     def _files(self, mode: str) -> list[str]:
         """Paths learn2learn reads for ``mode``, in the order it reads them."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +15,6 @@ from datamodules.l2l_benchmark import (
     Learn2LearnDataModule,
     check_uint8_images,
 )
-from lit_meta._checks import _check_type
 
 
 class MiniImageNetDataModule(Learn2LearnDataModule):
@@ -30,25 +28,14 @@ class MiniImageNetDataModule(Learn2LearnDataModule):
     2.5 GB for all three splits) and normalised with the MetaOptNet statistics (Lee et al., 2019).
 
     Args:
-        data_dir: folder holding (or receiving) the pickles.
+        data_dir: folder holding (or receiving) the pickles (default ``data/mini-imagenet``).
         download: let learn2learn fetch missing pickles.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "mini-ImageNet", "MiniImagenet", 84, IMAGENET_MEAN, IMAGENET_STD
-
-    def __init__(
-        self,
-        data_dir: str = "data/mini-imagenet",
-        download: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        _check_type("data_dir", data_dir, (str, os.PathLike))
-        _check_type("download", download, bool)
-        self.save_hyperparameters()
-        self.data_dir, self.download = os.fspath(data_dir), download
+    DEFAULT_DIR = "data/mini-imagenet"
 
     def _files(self, mode: str) -> list[str]:
         return [os.path.join(self.data_dir, f"mini-imagenet-cache-{mode}.pkl")]

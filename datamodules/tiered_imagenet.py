@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -18,7 +17,6 @@ from datamodules.l2l_benchmark import (
     describe_array,
     remap_labels,
 )
-from lit_meta._checks import _check_type
 
 
 class TieredImageNetDataModule(Learn2LearnDataModule):
@@ -33,30 +31,19 @@ class TieredImageNetDataModule(Learn2LearnDataModule):
     (Lee et al., 2019).
 
     Args:
-        data_dir: folder holding (or receiving) the ``tiered-imagenet`` folder.
+        data_dir: folder holding (or receiving) the ``tiered-imagenet`` folder (default ``data/tiered-imagenet``).
         download: let learn2learn fetch missing files.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "tiered-ImageNet", "TieredImagenet", 84, IMAGENET_MEAN, IMAGENET_STD
+    DEFAULT_DIR = "data/tiered-imagenet"
 
     def split_digests(self, dataset: Dataset) -> None:
         # Decoded lazily (hashing every image would decode the whole benchmark at set-up); the
         # published class splits are disjoint by construction.
         return None
-
-    def __init__(
-        self,
-        data_dir: str = "data/tiered-imagenet",
-        download: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        _check_type("data_dir", data_dir, (str, os.PathLike))
-        _check_type("download", download, bool)
-        self.save_hyperparameters()
-        self.data_dir, self.download = os.fspath(data_dir), download
 
     def _files(self, mode: str) -> list[str]:
         short = "val" if mode == "validation" else mode
