@@ -80,7 +80,9 @@ def checkpoint(tmp_path_factory):
         [
             "fit",
             "--config",
-            str(ROOT / "configs" / "omniglot_protonet_minimal_5w1s.yaml"),
+            str(ROOT / "configs" / "omniglot" / "base.yaml"),
+            "--config",
+            str(ROOT / "configs" / "omniglot" / "protonet_5w1s.yaml"),
             f"--data.data_dir={folder / 'data'}",
             "--data.ways=5",
             "--data.val_tasks=2",
@@ -104,7 +106,9 @@ def maml_checkpoint(tmp_path_factory):
         [
             "fit",
             "--config",
-            str(ROOT / "configs" / "omniglot_maml_minimal_5w1s.yaml"),
+            str(ROOT / "configs" / "omniglot" / "base.yaml"),
+            "--config",
+            str(ROOT / "configs" / "omniglot" / "maml_5w1s.yaml"),
             f"--data.data_dir={folder / 'data'}",
             "--data.val_tasks=2",
             "--data.test_tasks=2",

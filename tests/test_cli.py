@@ -1,5 +1,6 @@
 """The `lit-meta` command: every config runs, every argument is visible, bad values are named."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -8,28 +9,107 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import datamodules.omniglot
-from lit_meta.cli import main
+from datamodules.episodic import EpisodicDataModule
+from lit_meta.cli import MetaCLI, run
 from tests.fabricate import minimal_omniglot, omniglot_zip
 from tests.fabricate_vision import mini_imagenet
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIG_DIR = ROOT / "configs"
 
 
-def run_cli(*args: str) -> None:
-    main(list(args))
+def is_component(path: Path) -> bool:
+    """A file that a config names by path as one value (a backbone): a ``class_path`` at its top level."""
+    return "class_path" in (yaml.safe_load(path.read_text()) or {})
+
+
+def find_experiments() -> dict[str, list[Path]]:
+    """Every experiment of configs/, by name: the files to pass, in order, as repeated ``--config``.
+
+    A YAML file directly in configs/ is a whole experiment. A folder with a base.yaml is a family:
+    base.yaml is shared; every other file is an experiment stacked on base.yaml, except components
+    (see :func:`is_component`) and 5-shot add-ons: ``ALGO_5shot.yaml`` is stacked on base.yaml and
+    ``ALGO_5w1s.yaml``, the experiment ``ALGO_5w5s``.
+    """
+    experiments = {path.stem: [path] for path in sorted(CONFIG_DIR.glob("*.yaml"))}
+    for base in sorted(CONFIG_DIR.glob("*/base.yaml")):
+        family = base.parent
+        for path in sorted(family.glob("*.yaml")):
+            if path == base or is_component(path):
+                continue
+            if path.stem.endswith("_5shot"):
+                algorithm = path.stem.removesuffix("_5shot")
+                experiments[f"{family.name}/{algorithm}_5w5s"] = [base, family / f"{algorithm}_5w1s.yaml", path]
+            else:
+                experiments[f"{family.name}/{path.stem}"] = [base, path]
+    return experiments
+
+
+EXPERIMENTS = find_experiments()
+OMNIGLOT_MAML = EXPERIMENTS["omniglot/maml_5w1s"]
+
+
+def config_args(stack: list[Path]) -> list[str]:
+    return [arg for path in stack for arg in ("--config", str(path))]
+
+
+def run_cli(*args: str) -> MetaCLI | None:
+    return run(list(args))
 
 
 def test_there_are_configs():
-    assert CONFIGS, "configs/ holds no YAML"
+    assert EXPERIMENTS, "configs/ holds no YAML"
+    assert {name.split("/")[0] for name in EXPERIMENTS} >= {"omniglot", "omniglot_standard", "miniimagenet"}
 
 
-def small_data_for(config: Path, folder: Path, monkeypatch) -> list[str]:
-    """Overrides that point a config at small fabricated data in the same format as the real one."""
-    data = yaml.safe_load(config.read_text())["data"]
+def named_files(path: Path) -> set[Path]:
+    """The YAML files that ``path`` names as values (resolved next to it), and those they name."""
+
+    def values(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                yield from values(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from values(value)
+        else:
+            yield node
+
+    named = set()
+    for value in values(yaml.safe_load(path.read_text())):
+        if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            target = (path.parent / value).resolve()
+            named |= {target} | named_files(target)
+    return named
+
+
+def test_every_config_file_is_used_by_an_experiment():
+    used = set()
+    for name, stack in EXPERIMENTS.items():
+        missing = [str(path.relative_to(ROOT)) for path in stack if not path.exists()]
+        assert not missing, f"{name} stacks missing files: {missing}"
+        for path in stack:
+            used |= {path.resolve()} | named_files(path)
+    files = {path.resolve() for path in CONFIG_DIR.rglob("*") if path.suffix in (".yaml", ".yml")}
+    assert sorted(str(path.relative_to(ROOT)) for path in files - used) == []
+
+
+def merged(first, second):
+    """``second`` over ``first``, mappings key by key, as repeated ``--config`` files merge."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        return {**first, **{key: merged(first.get(key), value) for key, value in second.items()}}
+    return second
+
+
+def small_data_for(stack: list[Path], folder: Path, monkeypatch) -> list[str]:
+    """Overrides that point a config stack at small fabricated data in the same format as the real one."""
+    data = {}
+    for path in stack:
+        data = merged(data, yaml.safe_load(path.read_text()).get("data", {}))
     overrides = ["--data.meta_batch_size=2"]
     if data["class_path"].endswith("OmniglotDataModule"):
         split = data["init_args"]["split"]
@@ -54,37 +134,58 @@ def small_data_for(config: Path, folder: Path, monkeypatch) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_config_runs_with_fast_dev_run(config, tmp_path, monkeypatch):
-    overrides = small_data_for(config, tmp_path / "data", monkeypatch)
+@pytest.mark.parametrize("stack", [pytest.param(stack, id=name) for name, stack in EXPERIMENTS.items()])
+def test_config_runs_with_fast_dev_run(stack, tmp_path, monkeypatch):
+    overrides = small_data_for(stack, tmp_path / "data", monkeypatch)
     monkeypatch.chdir(tmp_path)  # runs log under ./lightning_logs
-    common = ["--config", str(config), "--trainer.accelerator", "cpu", *overrides]
-    # Two training and validation steps; one for mini-ImageNet, whose ResNet-12 on 84x84 images takes
+    common = [*config_args(stack), "--trainer.accelerator", "cpu", *overrides]
+    # Two training and validation steps; one for mini-ImageNet, whose CNN-4 on 84x84 images takes
     # most of the suite's time on CPU (up to 50 s a config with two).
-    steps = "1" if config.name.startswith("miniimagenet") else "2"
-    run_cli("fit", *common, "--trainer.fast_dev_run", steps)
+    steps = 1 if stack[0].parent.name == "miniimagenet" else 2
+    cli = run_cli("fit", *common, "--trainer.fast_dev_run", str(steps))
+    assert cli.trainer.global_step == steps
+    assert {"train/loss", "val/loss"} <= set(cli.trainer.logged_metrics)
+
+
+def test_print_config_of_a_stack_resolves_every_episode_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", *config_args(EXPERIMENTS["omniglot/protonet_20w1s"]), "--print_config")
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    data = config["data"]
+    assert data["class_path"] == "datamodules.OmniglotDataModule"
+    # The Omniglot datamodule passes the episode arguments on through **kwargs; all of them are listed.
+    parameters = inspect.signature(EpisodicDataModule.__init__).parameters.values()
+    episode_arguments = {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD}
+    assert episode_arguments <= set(data["init_args"])
+    # base.yaml's values, the experiment's file over them, the backbone file it names.
+    assert data["init_args"]["data_dir"] == "../shared/data/omniglot" and data["init_args"]["shots"] == 1
+    assert data["init_args"]["ways"] == 40 and data["init_args"]["eval_ways"] == 20
+    assert config["trainer"]["check_val_every_n_epoch"] == 2 and config["trainer"]["max_steps"] == 2000
+    assert config["model"]["init_args"]["backbone"]["init_args"]["downsample"] == "maxpool"
 
 
 def test_disabling_the_progress_bar_drops_the_configs_progress_bar(tmp_path, monkeypatch):
-    config = ROOT / "configs" / "omniglot_maml_minimal_5w1s.yaml"
-    overrides = small_data_for(config, tmp_path / "data", monkeypatch)
+    overrides = small_data_for(OMNIGLOT_MAML, tmp_path / "data", monkeypatch)
     monkeypatch.chdir(tmp_path)
     # The config lists callbacks.MetaProgressBar; Lightning alone would refuse the combination.
-    run_cli(
+    cli = run_cli(
         "fit",
-        "--config",
-        str(config),
+        *config_args(OMNIGLOT_MAML),
         *overrides,
         "--trainer.fast_dev_run",
         "1",
         "--trainer.enable_progress_bar",
         "false",
     )
+    assert cli.trainer.global_step == 1
+    assert not any(isinstance(callback, ProgressBar) for callback in cli.trainer.callbacks)
 
 
 def test_validate_subcommand_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_cli("validate", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--trainer.fast_dev_run", "1")
+    cli = run_cli("validate", "--config", str(ROOT / "configs" / "sinusoid_maml.yaml"), "--trainer.fast_dev_run", "1")
+    assert cli.trainer.global_step == 0 and "val/loss" in cli.trainer.logged_metrics
 
 
 def test_print_config_shows_every_maml_argument(capsys):
@@ -149,22 +250,20 @@ def test_the_whole_stderr_of_a_bad_value_is_at_most_three_lines(tmp_path):
 
 
 def test_more_ways_than_the_backbone_outputs_stops_before_the_first_step(tmp_path, monkeypatch, capsys):
-    config = ROOT / "configs" / "omniglot_maml_minimal_5w1s.yaml"
-    overrides = small_data_for(config, tmp_path / "data", monkeypatch)
+    overrides = small_data_for(OMNIGLOT_MAML, tmp_path / "data", monkeypatch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", str(config), *overrides, "--data.ways=6", "--trainer.fast_dev_run=1")
+        run_cli("fit", *config_args(OMNIGLOT_MAML), *overrides, "--data.ways=6", "--trainer.fast_dev_run=1")
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert error == "lit-meta fit: error: Expected `data.ways` <= 5 (the backbone's `out_features`), but got 6."
 
 
 def test_evaluation_ways_are_checked_too(tmp_path, monkeypatch, capsys):
-    config = ROOT / "configs" / "omniglot_maml_minimal_5w1s.yaml"
-    overrides = small_data_for(config, tmp_path / "data", monkeypatch)
+    overrides = small_data_for(OMNIGLOT_MAML, tmp_path / "data", monkeypatch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        run_cli("validate", "--config", str(config), *overrides, "--data.eval_ways=7", "--trainer.fast_dev_run=1")
+        run_cli("validate", *config_args(OMNIGLOT_MAML), *overrides, "--data.eval_ways=7", "--trainer.fast_dev_run=1")
     assert (
         capsys.readouterr()
         .err.splitlines()[-1]
