@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from datamodules import ImageFolderDataModule, OmniglotDataModule
-from tests.fabricate import image_folder, minimal_omniglot, omniglot_zip
+from tests.helpers.fabricate import image_folder, minimal_omniglot, omniglot_zip
 
 
 def folder_data(root, **kwargs):

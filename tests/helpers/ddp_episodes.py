@@ -1,4 +1,4 @@
-"""Run by tests/test_episodic.py: a real 2-process DDP fit on CPU (gloo) that records, per rank, the
+"""Run by tests/datamodules/test_episodic.py: a real 2-process DDP fit on CPU (gloo) that records, per rank, the
 training tasks of the first step and every validation task it evaluated, then meta-tests (rank 0
 writes meta_test.json for the tasks of both ranks)."""
 

@@ -13,8 +13,8 @@ from datamodules import SinusoidDataModule
 from lit_meta.algorithms import MAML
 from lit_meta.models import CNN4
 from lit_meta.tasks import Task
-from tests.conftest import make_classification_task
-from tests.helpers import CASES, FEATURES, WAYS, BlobsDataModule, build
+from tests.helpers.learners import CASES, FEATURES, WAYS, BlobsDataModule, build
+from tests.helpers.tasks import make_classification_task
 
 
 def _data(kind: str):

@@ -10,7 +10,7 @@ from torch import nn
 from lit_meta.algorithms.matching import FullContextEmbedding, MatchingNetworks, cosine_attention, matching_log_probs
 from lit_meta.models import CNN4, MLP
 from lit_meta.tasks import Task
-from tests.conftest import make_classification_task
+from tests.helpers.tasks import make_classification_task
 
 WAYS = 3
 

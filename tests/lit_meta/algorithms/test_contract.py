@@ -8,14 +8,14 @@ from lightning.pytorch import Trainer
 
 import lit_meta.algorithms
 from datamodules import SinusoidDataModule
-from tests.helpers import CASES, LEARNERS, BlobsDataModule, build
+from tests.helpers.learners import CASES, LEARNERS, BlobsDataModule, build
 
 
 def test_every_algorithm_is_in_the_contract_test():
     exported = {getattr(lit_meta.algorithms, name) for name in lit_meta.algorithms.__all__}
     exported = {cls for cls in exported if not inspect.isabstract(cls)}
     covered = {type(build(name, "classification")) for name in LEARNERS}
-    assert exported <= covered, f"add {exported - covered} to tests/helpers.py LEARNERS"
+    assert exported <= covered, f"add {exported - covered} to tests/helpers/learners.py LEARNERS"
 
 
 def datamodule(kind: str):

@@ -1,7 +1,7 @@
-"""Run by tests/test_distributed.py: one meta-training step of every learner in ``tests.helpers.CASES``
-under a real 2-process DDP run on CPU (gloo).
+"""Run by tests/lit_meta/test_distributed.py: one meta-training step of every learner in
+``tests.helpers.learners.CASES`` under a real 2-process DDP run on CPU (gloo).
 
-Usage: ``python tests/ddp_meta_gradient.py OUT_DIR``. Lightning's subprocess launcher re-runs this
+Usage: ``python tests/helpers/ddp_meta_gradient.py OUT_DIR``. Lightning's subprocess launcher re-runs this
 script for rank 1 at the first ``fit``; every later ``fit`` reuses the two processes and their
 process group, so the loop below runs in both processes, case by case, in the same order.
 
@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from lit_meta.algorithms import MetaLearner
 from lit_meta.tasks import Task
-from tests.conftest import make_classification_task, make_regression_task
-from tests.helpers import CASES, FEATURES, WAYS, build
+from tests.helpers.learners import CASES, FEATURES, WAYS, build
+from tests.helpers.tasks import make_classification_task, make_regression_task
 
 META_BATCH = 4
 INIT_SEED, DATA_SEED = 0, 1

@@ -11,7 +11,7 @@ import torch
 from datamodules import OmniglotDataModule
 from datamodules.episodic import EpisodicDataModule
 from datamodules.images import ImageClasses
-from tests.fabricate import png_bytes
+from tests.helpers.fabricate import png_bytes
 
 
 def _zip(path, archive: str, characters: dict[str, list[bytes]]) -> None:

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from lit_meta.algorithms import ANIL, MAML, MatchingNetworks, MetaLearner, MetaSGD, PrototypicalNetworks, Reptile
 from lit_meta.models import MLP
-from tests.conftest import make_classification_task
+from tests.helpers.tasks import make_classification_task
 
 WAYS, FEATURES = 3, 4
 
@@ -18,7 +18,7 @@ def _mlp(out: int) -> MLP:
 
 
 # Every algorithm in lit_meta.algorithms, built by (output size, loss). A new algorithm must be added
-# here: tests/test_contract.py fails until it is.
+# here: tests/lit_meta/algorithms/test_contract.py fails until it is.
 LEARNERS = {
     "maml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
     "maml_batched": lambda out, loss: MAML(

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,8 @@ from lightning.pytorch import Callback, Trainer
 from datamodules import OmniglotDataModule
 from lit_meta.algorithms import MAML
 from lit_meta.models import CNN4
-from tests.fabricate import minimal_omniglot
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.helpers.fabricate import minimal_omniglot
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +127,7 @@ def test_resumed_run_sees_the_tasks_of_an_uninterrupted_one(omniglot_dir, tmp_pa
 def test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once(omniglot_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "ddp_episodes.py"), omniglot_dir, str(tmp_path)],
+        [sys.executable, str(ROOT / "tests" / "helpers" / "ddp_episodes.py"), omniglot_dir, str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,

@@ -11,11 +11,11 @@ import torch
 from lit_meta.algorithms import PrototypicalNetworks
 from lit_meta.cli import main
 from lit_meta.models import CNN4
-from tests.conftest import make_classification_task, make_regression_task
-from tests.fabricate import image_folder, minimal_omniglot, png_bytes
-from tests.helpers import CASES, WAYS, build
+from tests.helpers import ROOT
+from tests.helpers.fabricate import image_folder, minimal_omniglot, png_bytes
+from tests.helpers.learners import CASES, WAYS, build
+from tests.helpers.tasks import make_classification_task, make_regression_task
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIERS = [name for name, kind in CASES if kind == "classification"]
 
 

@@ -1,6 +1,6 @@
 """Meta-learning under real 2-process DDP on CPU: every learner's meta-update equals the single-process one.
 
-tests/ddp_meta_gradient.py takes one meta-training step of every case in ``tests.helpers.CASES`` (every
+tests/helpers/ddp_meta_gradient.py takes one meta-training step of every case in ``tests.helpers.learners.CASES`` (every
 learner in ``LEARNERS``, classification and, where it exists, regression) with the meta-batch of 4
 tasks split 2 + 2 across two processes. Here the same step is taken in one process over all 4 tasks:
 
@@ -12,7 +12,7 @@ tasks split 2 + 2 across two processes. Here the same step is taken in one proce
   4 tasks, and (Reptile) the weights moved to ``theta + epsilon * mean_i(phi_i - theta)`` over all 4.
 
 That validation and test metrics are reduced across ranks is checked by
-tests/test_episodic.py::test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once.
+tests/datamodules/test_episodic.py::test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once.
 """
 
 import os
@@ -25,21 +25,21 @@ import torch
 
 from lit_meta.algorithms import Reptile
 from lit_meta.functional import reptile_displacement
-from tests.ddp_meta_gradient import initial_learner, meta_batch, one_step, shard
-from tests.helpers import CASES, LEARNERS
+from tests.helpers import ROOT
+from tests.helpers.ddp_meta_gradient import initial_learner, meta_batch, one_step, shard
+from tests.helpers.learners import CASES, LEARNERS
 
-ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
-    """The output folder of one run of tests/ddp_meta_gradient.py (all cases, ~20-40 s)."""
+    """The output folder of one run of tests/helpers/ddp_meta_gradient.py (all cases, ~20-40 s)."""
     out = tmp_path_factory.mktemp("ddp_meta_gradient")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "ddp_meta_gradient.py"), str(out)],
+        [sys.executable, str(ROOT / "tests" / "helpers" / "ddp_meta_gradient.py"), str(out)],
         capture_output=True,
         text=True,
         env=env,

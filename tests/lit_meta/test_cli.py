@@ -15,10 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import datamodules.omniglot
 from datamodules.episodic import EpisodicDataModule
 from lit_meta.cli import MetaCLI, run
-from tests.fabricate import minimal_omniglot, omniglot_zip
-from tests.fabricate_vision import mini_imagenet
+from tests.helpers import ROOT
+from tests.helpers.fabricate import minimal_omniglot, omniglot_zip
+from tests.helpers.fabricate_vision import mini_imagenet
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 
 

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from datamodules import SinusoidDataModule
-from tests.helpers import CASES, BlobsDataModule, build
+from tests.helpers.learners import CASES, BlobsDataModule, build
 
 
 def datamodule(kind: str):

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datamodules import CIFARFSDataModule, FC100DataModule, MiniImageNetDataModule, TieredImageNetDataModule
-from tests.fabricate_vision import cifarfs, fc100, mini_imagenet, tiered_imagenet
+from tests.helpers.fabricate_vision import cifarfs, fc100, mini_imagenet, tiered_imagenet
 
 # The MetaOptNet statistics (Lee et al., 2019), in pixel units, written out by hand.
 IMAGENET = ((120.39586422, 115.59361427, 104.54012653), (70.68188272, 68.27635443, 72.54505529))
