@@ -68,7 +68,10 @@ class MetaCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         threads = config.get("num_threads")
         if threads is not None:
-            _check_positive_int("num_threads", threads)
+            try:
+                _check_positive_int("num_threads", threads)
+            except ValueError as err:
+                raise CommandLineError(str(err)) from err
             torch.set_num_threads(threads)
         trainer = config.get("trainer")
         if trainer is not None and trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):

@@ -230,6 +230,7 @@ SINUSOID = str(ROOT / "configs" / "sinusoid_maml.yaml")
             "--trainer.max_stepz=3",
             "Expected known options, but got `--trainer.max_stepz` (did you mean `--trainer.max_steps`?).",
         ),
+        ("--num_threads=0", "Expected `num_threads` >= 1, but got 0."),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(override, message, tmp_path, monkeypatch, capsys):
