@@ -98,3 +98,8 @@ def test_the_three_packages_have_no_import_cycle():
 )
 def test_the_cycle_finder_finds_cycles(edges, expected):
     assert find_cycle(edges) == expected
+
+
+def test_plotting_has_no_lightning_imports():
+    imported = imports_of(ROOT / "callbacks" / "plotting.py")
+    assert sorted(m for m in imported if m.split(".")[0] in ("lightning", "pytorch_lightning")) == []
