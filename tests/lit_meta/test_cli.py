@@ -111,6 +111,12 @@ def small_data_for(stack: list[Path], folder: Path, monkeypatch) -> list[str]:
     for path in stack:
         data = merged(data, yaml.safe_load(path.read_text()).get("data", {}))
     overrides = ["--data.meta_batch_size=2"]
+    model = {}
+    for path in stack:
+        model = merged(model, yaml.safe_load(path.read_text()).get("model", {}))
+    if (model.get("init_args") or {}).get("eval_inner_steps", 0) > 10:
+        # Reptile's 50 evaluation steps on 84x84 images took half a minute of a one-step smoke run.
+        overrides.append("--model.eval_inner_steps=10")
     if data["class_path"].endswith("OmniglotDataModule"):
         split = data["init_args"]["split"]
         if split == "standard":
