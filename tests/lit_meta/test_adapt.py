@@ -71,10 +71,9 @@ def test_adapt_refuses_images_with_the_wrong_channel_count():
         learner.adapt(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A Prototypical Networks checkpoint from `lit-meta fit` on fabricated Omniglot (2 steps)."""
-    folder = tmp_path_factory.mktemp("fit")
+def fit_checkpoint(folder: Path, learner: str, *options: str) -> Path:
+    """The best checkpoint of `lit-meta fit` with `configs/omniglot/<learner>.yaml` on fabricated
+    Omniglot (12 characters) in ``folder``."""
     minimal_omniglot(str(folder / "data"), characters=12)
     main(
         [
@@ -82,47 +81,31 @@ def checkpoint(tmp_path_factory):
             "--config",
             str(ROOT / "configs" / "omniglot" / "base.yaml"),
             "--config",
-            str(ROOT / "configs" / "omniglot" / "protonet_5w1s.yaml"),
+            str(ROOT / "configs" / "omniglot" / f"{learner}.yaml"),
             f"--data.data_dir={folder / 'data'}",
-            "--data.ways=5",
             "--data.val_tasks=2",
             "--data.test_tasks=2",
-            "--data.train_batches_per_epoch=2",
-            "--trainer.max_steps=2",
             f"--trainer.default_root_dir={folder}",
             f"--trainer.logger.init_args.save_dir={folder / 'logs'}",
             "--trainer.enable_progress_bar=false",
+            *options,
         ]
     )
     return next((folder / "logs").rglob("best.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A Prototypical Networks checkpoint (2 steps)."""
+    options = ("--data.ways=5", "--data.train_batches_per_epoch=2", "--trainer.max_steps=2")
+    return fit_checkpoint(tmp_path_factory.mktemp("fit"), "protonet_5w1s", *options)
 
 
 @pytest.fixture(scope="module")
 def maml_checkpoint(tmp_path_factory):
-    """A 5-way MAML checkpoint from `lit-meta fit` on fabricated Omniglot (1 step)."""
-    folder = tmp_path_factory.mktemp("fit_maml")
-    minimal_omniglot(str(folder / "data"), characters=12)
-    main(
-        [
-            "fit",
-            "--config",
-            str(ROOT / "configs" / "omniglot" / "base.yaml"),
-            "--config",
-            str(ROOT / "configs" / "omniglot" / "maml_5w1s.yaml"),
-            f"--data.data_dir={folder / 'data'}",
-            "--data.val_tasks=2",
-            "--data.test_tasks=2",
-            "--data.meta_batch_size=1",
-            "--data.train_batches_per_epoch=1",
-            "--trainer.max_steps=1",
-            f"--trainer.default_root_dir={folder}",
-            f"--trainer.logger.init_args.save_dir={folder / 'logs'}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
-            "init_args: {filename: best}}]",
-        ]
-    )
-    return next((folder / "logs").rglob("best.ckpt"))
+    """A 5-way MAML checkpoint (1 step, no meta-test)."""
+    options = ("--data.meta_batch_size=1", "--data.train_batches_per_epoch=1", "--trainer.max_steps=1")
+    return fit_checkpoint(tmp_path_factory.mktemp("fit_maml"), "maml_5w1s", *options, "--test_after_fit=none")
 
 
 def task_folders(root: Path, classes: int = 3, queries: int = 4, mode: str = "L") -> tuple[Path, Path]:
