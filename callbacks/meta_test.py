@@ -9,8 +9,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks._logging import require_meta_learner
 from lit_meta._checks import _check_positive_int
-from lit_meta.algorithms.base import MetaLearner
 from lit_meta.evaluation import summarise, ways_and_shots
 from lit_meta.tasks import Task
 
@@ -49,11 +49,8 @@ class MetaTestEvaluation(Callback):
         self._shape: tuple[int | None, int] | None = None
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not isinstance(pl_module, MetaLearner):
-            raise TypeError(
-                f"Expected a lit_meta MetaLearner for MetaTestEvaluation, but got {type(pl_module).__name__}."
-            )
-        pl_module.record_test_curves(pl_module.eval_inner_steps if self.max_steps is None else self.max_steps)
+        learner = require_meta_learner(pl_module, "MetaTestEvaluation")
+        learner.record_test_curves(learner.eval_inner_steps if self.max_steps is None else self.max_steps)
         self._shape = None
 
     def on_test_batch_start(
