@@ -103,3 +103,16 @@ def test_the_cycle_finder_finds_cycles(edges, expected):
 def test_plotting_has_no_lightning_imports():
     imported = imports_of(ROOT / "callbacks" / "plotting.py")
     assert sorted(m for m in imported if m.split(".")[0] in ("lightning", "pytorch_lightning")) == []
+
+
+def test_only_the_federated_subpackage_imports_flower():
+    """``flwr`` is needed to federate, not to meta-learn: no other module imports it or the subpackage."""
+    offenders = sorted(
+        f"{module_name(path)} imports {target}"
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if not module_name(path).startswith("lit_meta.federated")
+        for target in imports_of(path)
+        if target.split(".")[0] == "flwr" or target.startswith("lit_meta.federated")
+    )
+    assert offenders == []

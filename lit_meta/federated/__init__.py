@@ -1,0 +1,32 @@
+"""Federated meta-learning on Flower: clients meta-learn on private tasks, a server aggregates.
+
+Flower is the engine (its ``ClientApp``, ``ServerApp``, strategies and runtimes); this package adds
+what a meta-learner needs on top of it:
+
+- :class:`~lit_meta.federated.client.MetaClient`: a client that wraps any lit-meta learner, loads the
+  received weights, meta-trains them for a few meta-steps on its own tasks with a Lightning
+  ``Trainer`` and replies with the new weights; it evaluates by adapting to its own tasks.
+- :class:`~lit_meta.federated.grid.InProcessGrid`: a Flower ``Grid`` that runs the real ``ClientApp``
+  of each node serially in this process: deterministic, no Ray, for tests and small runs.
+- :mod:`~lit_meta.federated.records`: the learner's weights as a Flower ``ArrayRecord`` and the checks
+  a reply must pass before it may enter an aggregate.
+
+Nothing in the rest of ``lit_meta`` imports this package, so ``flwr`` is only needed to federate.
+"""
+
+from lit_meta.federated.client import MetaClient, client_app
+from lit_meta.federated.grid import InProcessGrid
+from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays
+from lit_meta.federated.server import FederationError, federate, server_app
+
+__all__ = [
+    "FederationError",
+    "InProcessGrid",
+    "MetaClient",
+    "check_arrays",
+    "client_app",
+    "federate",
+    "learner_arrays",
+    "load_arrays",
+    "server_app",
+]

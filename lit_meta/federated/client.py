@@ -1,0 +1,144 @@
+"""A Flower client that wraps any lit-meta learner: meta-train locally, reply with the new weights.
+
+FedMeta (Chen et al., 2018, arXiv:1802.07876): the server sends the meta-learner's weights; each
+client meta-trains them on its own tasks (support/query split per task, as in centralised
+meta-training) for a few meta-steps and sends them back; the server aggregates. Evaluation adapts the
+received meta-learner to the client's own tasks and reports query accuracy. The learner's own
+``episode`` does the adapting, so MAML stays second order where the learner is.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+
+from lit_meta._checks import _check_positive_int, _check_type
+from lit_meta.algorithms.base import MetaLearner
+from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays
+
+#: ``data(partition_id, server_round)``: the client's episodic datamodule for that round.
+ClientData = Callable[[int, int], LightningDataModule]
+
+
+class MetaClient:
+    """The local work of a federated meta-learning client.
+
+    Args:
+        learner: the meta-learner every client starts from (copied, never trained in place).
+        data: ``data(partition_id, server_round)`` gives the client's datamodule; its tasks must be
+            a function of both so that a run repeats exactly. A ``num_examples`` attribute, if the
+            datamodule has one, is the client's data size used to weight its update (else 1).
+        local_steps: meta-steps per round, unless the round's config sets ``local-steps``.
+        seed: base seed; each (client, round) trains under ``seed + 1000 * round + partition``.
+        accelerator: Lightning accelerator of the local ``Trainer``.
+        precision: Lightning precision of the local ``Trainer``.
+    """
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        data: ClientData,
+        local_steps: int = 10,
+        seed: int = 0,
+        accelerator: str = "cpu",
+        precision: str = "32-true",
+    ) -> None:
+        _check_type("learner", learner, MetaLearner)
+        _check_positive_int("local_steps", local_steps)
+        _check_type("seed", seed, int)
+        if not callable(data):
+            raise TypeError(
+                f"Expected `data` to be a callable (partition_id, server_round), but got {type(data).__name__}."
+            )
+        self.learner, self.data, self.local_steps, self.seed = learner, data, local_steps, seed
+        self.accelerator, self.precision = accelerator, precision
+
+    def train(self, message: Message, context: Context) -> Message:
+        """Meta-train the received weights on this client's tasks; reply with weights and metrics."""
+        partition, config = _partition(context), _config(message)
+        server_round = int(config.get("server-round", 0))
+        steps = int(config.get("local-steps", self.local_steps))
+        learner = self._received(message)
+        datamodule = self.data(partition, server_round)
+        seed_everything(self.seed + 1000 * server_round + partition, verbose=False)
+        trainer = self._trainer(max_steps=steps)
+        trainer.fit(learner, datamodule=datamodule)
+        arrays = learner_arrays(learner)
+        check_arrays(arrays, message.content.array_records["arrays"])  # never send NaN or a wrong shape
+        loss = trainer.callback_metrics.get("train/loss")
+        metrics = MetricRecord(
+            {
+                "num-examples": int(getattr(datamodule, "num_examples", 1)),
+                "train-loss": float(loss) if loss is not None else math.nan,
+                "unit-weight": 1,
+            }
+        )
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+
+    def evaluate(self, message: Message, context: Context) -> Message:
+        """Adapt the received meta-learner to each of this client's test tasks; reply with the mean
+        query accuracy (or MSE), weighted by the number of tasks."""
+        partition, config = _partition(context), _config(message)
+        learner = self._received(message)
+        datamodule = self.data(partition, int(config.get("server-round", 0)))
+        learner.record_test_curves(learner.eval_inner_steps)
+        self._trainer().test(learner, datamodule=datamodule, verbose=False)
+        per_task = learner.test_curves()[-1].cpu().double().numpy()
+        metrics = MetricRecord(
+            {
+                "num-examples": int(per_task.size),
+                learner.metric_name: float(per_task.mean()),
+                f"{learner.metric_name}-sq": float(np.square(per_task).mean()),
+                "unit-weight": 1,  # the same keys as a training reply, for strategies weighting by it
+            }
+        )
+        return Message(RecordDict({"metrics": metrics}), reply_to=message)
+
+    def _received(self, message: Message) -> MetaLearner:
+        learner = copy.deepcopy(self.learner)
+        load_arrays(learner, message.content.array_records["arrays"])
+        return learner
+
+    def _trainer(self, **kwargs: object) -> Trainer:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per round
+        return Trainer(
+            accelerator=self.accelerator,
+            devices=1,
+            precision=self.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            **kwargs,
+        )
+
+
+def client_app(client: MetaClient) -> ClientApp:
+    """A Flower ``ClientApp`` whose ``train`` and ``evaluate`` are ``client``'s."""
+    app = ClientApp()
+    app.train()(client.train)
+    app.evaluate()(client.evaluate)
+    return app
+
+
+def _partition(context: Context) -> int:
+    if "partition-id" not in context.node_config:
+        raise ValueError(
+            f"Expected a node config with `partition-id`, but got {sorted(context.node_config)} "
+            "(start SuperNodes with --node-config 'partition-id=0 num-partitions=4')."
+        )
+    return int(context.node_config["partition-id"])
+
+
+def _config(message: Message) -> ConfigRecord:
+    records = message.content.config_records
+    return next(iter(records.values())) if records else ConfigRecord()

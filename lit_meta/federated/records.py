@@ -1,0 +1,48 @@
+"""A learner's weights as a Flower ``ArrayRecord``, and the checks a reply passes before aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+
+
+def learner_arrays(learner: torch.nn.Module) -> ArrayRecord:
+    """The floating-point entries of ``learner.state_dict()`` (parameters and float buffers such as
+    BatchNorm statistics). Integer buffers (``num_batches_tracked``) stay local: averaging a counter
+    means nothing."""
+    state = {name: value.detach().cpu() for name, value in learner.state_dict().items() if value.is_floating_point()}
+    return ArrayRecord(state)
+
+
+def load_arrays(learner: torch.nn.Module, arrays: ArrayRecord) -> None:
+    """Load ``arrays`` (from :func:`learner_arrays` or an aggregate) into ``learner``, checked first."""
+    reference = learner_arrays(learner)
+    check_arrays(arrays, reference)
+    received = arrays.to_torch_state_dict()
+    learner.load_state_dict({**learner.state_dict(), **received})
+
+
+def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
+    """Refuse weights that must not enter an aggregate: other keys or shapes than ``reference``, or
+    a NaN or infinite value.
+
+    Raises:
+        ValueError: naming the first offending entry.
+    """
+    if set(arrays) != set(reference):
+        missing, extra = sorted(set(reference) - set(arrays)), sorted(set(arrays) - set(reference))
+        raise ValueError(
+            f"Expected the learner's {len(reference)} weight entries, but got missing {missing[:3]}, extra {extra[:3]}."
+        )
+    for name, array in arrays.items():
+        expected = tuple(reference[name].shape)
+        if tuple(array.shape) != expected:
+            raise ValueError(f"Expected weights `{name}` of shape {expected}, but got {tuple(array.shape)}.")
+        if not np.isfinite(array.numpy()).all():
+            raise ValueError(f"Expected finite weights, but got NaN or infinite values in `{name}`.")
+
+
+def array_bytes(arrays: ArrayRecord) -> int:
+    """Bytes of the arrays' data (what a message carries, without framing)."""
+    return sum(len(array.data) for array in arrays.values())

@@ -1,0 +1,182 @@
+"""Federated rounds on Flower's real strategies and ClientApp, driven by the in-process grid."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from lit_meta.federated import FederationError, InProcessGrid, MetaClient, client_app, federate, learner_arrays
+from lit_meta.federated.grid import SERVER_NODE_ID
+from lit_meta.federated.records import check_arrays
+from tests.helpers.federated import ClientBlobs
+from tests.helpers.learners import LEARNERS, build
+
+FEDERATED = ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matching"]
+
+
+def _grid(learner, nodes: int = 4, wrap=None) -> InProcessGrid:
+    client = MetaClient(learner, ClientBlobs, local_steps=2)
+    app = client_app(client)
+    return InProcessGrid(wrap(app) if wrap else app, nodes)
+
+
+def _fedavg(nodes: int, **kwargs) -> FedAvg:
+    return FedAvg(min_train_nodes=nodes, min_available_nodes=nodes, min_evaluate_nodes=nodes, **kwargs)
+
+
+def _arrays(result) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in result.arrays.items()}
+
+
+@pytest.mark.parametrize("name", FEDERATED)
+def test_every_learner_federates_and_changes_its_weights(name):
+    learner = build(name, "classification")
+    before = {k: v.numpy() for k, v in learner_arrays(learner).items()}
+    result = federate(_grid(learner), learner, _fedavg(4), rounds=2, local_steps=2)
+    after = _arrays(result)
+    assert after.keys() == before.keys()
+    assert any(not np.array_equal(after[k], before[k]) for k in before)
+    assert set(result.evaluate_metrics_clientapp) == {1, 2}
+    assert 0.0 <= result.evaluate_metrics_clientapp[2]["accuracy"] <= 1.0
+
+
+def test_same_seed_gives_identical_weights_4_clients_3_rounds():
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        learner = build("maml", "classification")
+        runs.append(_arrays(federate(_grid(learner), learner, _fedavg(4), rounds=3, local_steps=2)))
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_the_aggregate_is_the_mean_weighted_by_client_data_size():
+    learner = build("protonet", "classification")
+    grid = _grid(learner)
+    result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    train = [r for r in grid.replies if r.metadata.message_type == "train"]
+    sizes = [r.content.metric_records["metrics"]["num-examples"] for r in train]
+    assert sorted(sizes) == [10, 20, 30, 40]
+    for name, value in _arrays(result).items():
+        # Hand-computed weights: client p holds 10 (p + 1) of the 100 examples.
+        expected = sum(s / 100 * r.content.array_records["arrays"][name].numpy() for s, r in zip(sizes, train))
+        np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_plain_average_weights_every_client_alike():
+    learner = build("protonet", "classification")
+    grid = _grid(learner)
+    result = federate(grid, learner, _fedavg(4, weighted_by_key="unit-weight"), rounds=1, local_steps=2)
+    train = [r for r in grid.replies if r.metadata.message_type == "train"]
+    for name, value in _arrays(result).items():
+        expected = np.mean([r.content.array_records["arrays"][name].numpy() for r in train], axis=0)
+        np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7)
+
+
+def _failing_node(app, node: int, reply=None):
+    """``app``, except that partition ``node`` raises in training (or replies ``reply(message, honest_reply)``)."""
+
+    def wrapped(message: Message, context):
+        if context.node_config["partition-id"] == node and message.metadata.message_type == "train":
+            if reply is None:
+                raise RuntimeError("disk full")
+            return reply(message, app(message, context))
+        return app(message, context)
+
+    return wrapped
+
+
+def test_a_raising_client_is_left_out_and_the_rest_are_weighted_exactly():
+    learner = build("protonet", "classification")
+    grid = _grid(learner, wrap=lambda app: _failing_node(app, node=0))
+    result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    train = [r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()]
+    assert len(train) == 3
+    sizes = [r.content.metric_records["metrics"]["num-examples"] for r in train]
+    assert sorted(sizes) == [20, 30, 40]
+    for name, value in _arrays(result).items():
+        expected = sum(s / 90 * r.content.array_records["arrays"][name].numpy() for s, r in zip(sizes, train))
+        np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7)
+
+
+def _poisoned(message: Message, honest: Message) -> Message:
+    """A reply whose weights hold a NaN (a client with a diverged inner loop or a tampered update)."""
+    arrays = honest.content.array_records["arrays"]
+    state = arrays.to_torch_state_dict()
+    first = next(iter(state))
+    state[first] = torch.full_like(state[first], float("nan"))
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": honest.content.metric_records["metrics"]})
+    return Message(content, reply_to=message)
+
+
+def test_nan_weights_are_left_out_of_the_aggregate_with_a_warning(caplog):
+    learner = build("protonet", "classification")
+    grid = _grid(learner, wrap=lambda app: _failing_node(app, node=3, reply=_poisoned))
+    with caplog.at_level("WARNING", logger="lit_meta.federated.server"):
+        result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    assert all(np.isfinite(v).all() for v in _arrays(result).values())
+    assert "left the reply of node 1003 out of the aggregate: Expected finite weights" in caplog.text
+
+
+def test_a_round_without_a_usable_reply_stops_the_run():
+    learner = build("protonet", "classification")
+
+    def broken(message, context):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(
+        FederationError, match=r"Expected >= 1 usable replies in round 1, but got 0 of 4 .*out of memory"
+    ):
+        federate(InProcessGrid(broken, 4), learner, _fedavg(4), rounds=2, local_steps=2)
+
+
+def test_a_round_below_min_replies_stops_the_run():
+    learner = build("protonet", "classification")
+    grid = _grid(learner, wrap=lambda app: _failing_node(app, node=1))
+    with pytest.raises(FederationError, match=r"Expected >= 4 usable replies in round 1, but got 3 of 4"):
+        federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, min_replies=4)
+
+
+def test_weights_of_another_shape_are_refused():
+    learner = build("protonet", "classification")
+    reference = learner_arrays(learner)
+    other = learner_arrays(LEARNERS["protonet"](5, "cross_entropy"))
+    with pytest.raises(
+        ValueError, match=r"Expected weights `.*` of shape \(\d+, 8\), but got \(\d+, 8\)|Expected weights"
+    ):
+        check_arrays(other, reference)
+
+
+def test_a_client_past_the_round_timeout_gives_no_reply_and_the_round_completes():
+    learner = build("protonet", "classification")
+    release = threading.Event()
+
+    def hanging(app):
+        def wrapped(message, context):
+            if context.node_config["partition-id"] == 2 and message.metadata.message_type == "train":
+                release.wait(30)
+            return app(message, context)
+
+        return wrapped
+
+    grid = _grid(learner, wrap=hanging)
+    try:
+        result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, round_timeout=2.0)
+    finally:
+        release.set()
+        for thread in threading.enumerate():  # the late call seeds global RNGs: let it end before other tests
+            if thread.name.startswith("node-"):
+                thread.join(30)
+    train = [r for r in grid.replies if r.metadata.message_type == "train"]
+    assert sorted(r.content.metric_records["metrics"]["num-examples"] for r in train) == [10, 20, 40]
+    assert result.arrays is not None
+
+
+def test_messages_carry_the_task_identity_the_grid_sets():
+    grid = InProcessGrid(lambda message, context: message, 1, run_id=7)
+    message = grid.create_message(RecordDict(), "query", 1000, group_id="1")
+    assert (message.metadata.run_id, message.metadata.src_node_id) == (7, SERVER_NODE_ID)
