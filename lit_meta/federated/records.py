@@ -41,8 +41,3 @@ def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
             raise ValueError(f"Expected weights `{name}` of shape {expected}, but got {tuple(array.shape)}.")
         if not np.isfinite(array.numpy()).all():
             raise ValueError(f"Expected finite weights, but got NaN or infinite values in `{name}`.")
-
-
-def array_bytes(arrays: ArrayRecord) -> int:
-    """Bytes of the arrays' data (what a message carries, without framing)."""
-    return sum(len(array.data) for array in arrays.values())

@@ -43,7 +43,7 @@ class Guarded(Strategy):
         _check_positive_int("min_replies", min_replies)
         self.strategy, self.min_replies = strategy, min_replies
         self._global: ArrayRecord | None = None
-        self.rounds: dict[int, dict[str, int]] = {}  # per round: sent, replies, failures, rejected
+        self.rounds: dict[int, dict[str, int]] = {}  # per round: sent, replies, failures (errors, timeouts, left out)
 
     def summary(self) -> None:
         self.strategy.summary()

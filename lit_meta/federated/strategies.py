@@ -36,7 +36,7 @@ class InverseVarianceFedAvg(FedAvg):
             return None, None
         contents = [message.content for message in valid]
         states = [next(iter(content.array_records.values())).to_torch_state_dict() for content in contents]
-        reference = self._global.to_torch_state_dict() if self._global is not None else states[0]
+        reference = self._global.to_torch_state_dict()  # set by configure_train of the same round
         names = list(reference)
         updates = torch.stack(
             [torch.cat([(state[n].double() - reference[n].double()).flatten() for n in names]) for state in states]
