@@ -276,8 +276,9 @@ class EpisodicDataModule(LightningDataModule, ABC):
         check_split(split, sizes, ways, shots + queries)
         if split != "train":
             # One hash per image: a test on training images would report memory, not adaptation.
-            digests, train = self.split_digests(dataset), self._training_digests()
-            if digests is not None and train is not None:
+            digests = self.split_digests(dataset)
+            train = self._training_digests() if digests is not None else None
+            if train is not None:
                 check_disjoint(split, digests, labels, class_names, train)
         return _Episodes(dataset, labels, ways, shots, queries)
 

@@ -105,19 +105,25 @@ def _is_progress_bar(callback: object) -> bool:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lit-meta`` console script: LightningCLI's subcommands, plus ``adapt``
-    (:mod:`lit_meta.adapt_cli`)."""
+    (:mod:`lit_meta.adapt_cli`) and ``federate`` (:mod:`lit_meta.federated.cli`)."""
     run(args)
 
 
 def run(args: list[str] | None = None) -> MetaCLI | None:
     """:func:`main`, returning the finished CLI (its ``trainer``, ``model``, ``datamodule``);
-    ``None`` for ``adapt``. ``args``: the command line without the program (``None``: ``sys.argv``).
+    ``None`` for ``adapt`` and ``federate``. ``args``: the command line without the program (``None``: ``sys.argv``).
     A configuration mistake exits with status 2."""
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["adapt"]:
         from lit_meta.adapt_cli import main as adapt_main
 
         adapt_main(argv[1:])
+        return None
+    if argv[:1] == ["federate"]:
+        # Imported here only: Flower is needed to federate, not to meta-learn (the `federated` extra).
+        from lit_meta.federated.cli import main as federate_main
+
+        federate_main(argv[1:])
         return None
     subcommand = argv[0] if argv[:1] and argv[0] in MetaCLI.subcommands() else None
     try:

@@ -84,6 +84,37 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
     return values.mean().item(), 1.96 * std / math.sqrt(n)
 
 
+def pooled_mean_ci95(means: Tensor, square_means: Tensor, counts: Tensor) -> tuple[float, float]:
+    """:func:`mean_ci95` of the values of several groups, from each group's summary alone.
+
+    A federated server never sees a client's per-task accuracies, only their mean, mean square and
+    count; pooled, these give the mean and the unbiased variance of all ``N = sum(counts)`` values
+    exactly: ``var = (sum(n_i * sq_i) - N * mean^2) / (N - 1)``.
+
+    Args:
+        means: ``(G,)`` mean value of each group.
+        square_means: ``(G,)`` mean of the squared values of each group.
+        counts: ``(G,)`` number of values of each group.
+
+    Returns:
+        ``(mean, ci95)`` of the pooled values; ``ci95`` is 0 for a single value.
+    """
+    means, square_means, counts = (torch.as_tensor(t).double().flatten() for t in (means, square_means, counts))
+    if not means.shape == square_means.shape == counts.shape:
+        raise ValueError(
+            f"Expected one mean, mean square and count per group, but got {means.numel()}, "
+            f"{square_means.numel()} and {counts.numel()}."
+        )
+    total = counts.sum().item()
+    if total < 1:
+        raise ValueError(f"Expected at least 1 value to average, but got {total:g}.")
+    mean = (counts * means).sum().item() / total
+    if total == 1:
+        return mean, 0.0
+    variance = max(((counts * square_means).sum().item() - total * mean**2) / (total - 1), 0.0)
+    return mean, 1.96 * math.sqrt(variance / total)
+
+
 def prototypes(support_embeddings: Tensor, support_labels: Tensor, ways: int) -> Tensor:
     """Class prototypes: the mean embedding of each class's support samples (Snell et al., 2017, eq. 1).
 

@@ -101,6 +101,15 @@ class MetaClient:
         )
         return Message(RecordDict({"metrics": metrics}), reply_to=message)
 
+    def query(self, message: Message, context: Context) -> Message:
+        """Say which client this node is: its ``partition-id`` and ``role`` (``"train"``, ``"test"``, or
+        ``"both"`` when the data has no ``role``), so the server knows whom to train and whom to test."""
+        partition = _partition(context)
+        role = self.data.role(partition) if hasattr(self.data, "role") else "both"
+        return Message(
+            RecordDict({"identity": ConfigRecord({"partition-id": partition, "role": role})}), reply_to=message
+        )
+
     def _received(self, message: Message) -> MetaLearner:
         learner = copy.deepcopy(self.learner)
         load_arrays(learner, message.content.array_records["arrays"])
@@ -123,10 +132,11 @@ class MetaClient:
 
 
 def client_app(client: MetaClient) -> ClientApp:
-    """A Flower ``ClientApp`` whose ``train`` and ``evaluate`` are ``client``'s."""
+    """A Flower ``ClientApp`` whose ``train``, ``evaluate`` and ``query`` are ``client``'s."""
     app = ClientApp()
     app.train()(client.train)
     app.evaluate()(client.evaluate)
+    app.query()(client.query)
     return app
 
 

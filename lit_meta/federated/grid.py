@@ -111,3 +111,36 @@ class InProcessGrid(Grid):
         worker.start()
         worker.join(timeout)
         return outcome[0] if outcome else None
+
+
+class NodeSubset(Grid):
+    """``grid`` as seen by a strategy that may only pick ``node_ids`` (a federation's training or its
+    test clients): every call goes to ``grid``, but ``get_node_ids`` lists only those nodes."""
+
+    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        self.grid, self.node_ids = grid, sorted(node_ids)
+
+    def set_run(self, run: Run) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.grid.run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        connected = set(self.grid.get_node_ids())
+        return [node for node in self.node_ids if node in connected]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.grid.send_and_receive(messages, timeout=timeout)

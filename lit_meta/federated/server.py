@@ -2,63 +2,180 @@
 
 Flower's strategies drop error replies but aggregate whatever else arrives, and a round in which no
 reply arrives leaves the model silently unchanged. :class:`Guarded` wraps any strategy (FedAvg,
-FedAdam, FedMedian, a DP wrapper, ...) and, before the wrapped strategy aggregates a round:
+FedAdam, FedMedian, a DP wrapper, ...) and:
 
-- leaves out, with a logged warning, replies whose weights are NaN/infinite or of other keys or
-  shapes than the global model's;
-- stops the run with :class:`FederationError` if fewer than ``min_replies`` usable replies remain.
+- lets it sample training clients among the nodes that train and evaluation clients among the
+  (unseen) test clients only, as each node said when asked (:func:`discover_roles`);
+- before it aggregates a round, leaves out, with a logged warning, replies whose weights are
+  NaN/infinite or of other keys or shapes than the global model's, and stops the run with
+  :class:`FederationError` if fewer than ``min_replies`` usable replies remain;
+- pools the test clients' personalised results into one mean with its 95% CI and keeps each
+  client's figure (:attr:`Guarded.rounds`), with the replies, failures and bytes of every round.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
 from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.federated.grid import NodeSubset
 from lit_meta.federated.records import check_arrays, learner_arrays
+from lit_meta.functional import pooled_mean_ci95
 
 log = logging.getLogger(__name__)
 
+#: ``on_round(server_round, arrays, record)``: called after every round with the global weights and
+#: the round's record (see :attr:`Guarded.rounds`).
+RoundHook = Callable[[int, ArrayRecord, dict], None]
+
 
 class FederationError(RuntimeError):
-    """A round could not produce a usable aggregate."""
+    """A federation cannot start, or a round could not produce a usable aggregate."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which node is which client: ``partition[node_id]`` its partition id; the nodes that train and
+    those that evaluate (a node of role ``"both"`` is in each)."""
+
+    partition: dict[int, int]
+    train: list[int] = field(default_factory=list)
+    test: list[int] = field(default_factory=list)
+
+
+def discover_roles(grid: Grid, expected_nodes: int | None = None, timeout: float = 600.0) -> Roles:
+    """Ask every node which client it is (a Flower ``query`` message).
+
+    Args:
+        grid: the run's grid.
+        expected_nodes: wait (up to ``timeout``) until this many nodes are connected, as SuperNodes
+            of a deployment connect one by one.
+        timeout: seconds to wait for the nodes and for their answers.
+
+    Raises:
+        FederationError: too few nodes connected, a node did not answer, or no node trains.
+    """
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < (expected_nodes or 1):
+        if time.monotonic() > deadline:
+            raise FederationError(
+                f"Expected {expected_nodes} connected nodes within {timeout:g} s, but got {len(nodes)}."
+            )
+        time.sleep(0.5)
+    messages = [grid.create_message(RecordDict(), "query", node, "roles") for node in nodes]
+    replies = list(grid.send_and_receive(messages, timeout=max(deadline - time.monotonic(), 1.0)))
+    answers = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
+    if len(answers) < len(nodes):
+        silent = sorted(set(nodes) - set(answers))
+        reasons = "; ".join(f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies if r.has_error())
+        raise FederationError(
+            f"Expected every node to say which client it is, but got no answer from {len(silent)} of "
+            f"{len(nodes)} ({reasons or 'timeout'})."
+        )
+    partition, train, test = {}, [], []
+    for node, reply in sorted(answers.items()):
+        identity = reply.content.config_records["identity"]
+        partition[node] = int(identity["partition-id"])
+        if identity["role"] in ("train", "both"):
+            train.append(node)
+        if identity["role"] in ("test", "both"):
+            test.append(node)
+    if not train:
+        raise FederationError(f"Expected >= 1 training client among the {len(nodes)} nodes, but got none.")
+    return Roles(partition, train, test)
+
+
+def check_strategy(strategy: Strategy, roles: Roles) -> None:
+    """Fail (``ValueError``) before round 1 where ``strategy`` would wait forever: Flower's
+    ``sample_nodes`` waits, without a timeout, for ``max(min_available_nodes, min_*_nodes)`` nodes."""
+    inner = strategy
+    while hasattr(inner, "strategy") and isinstance(inner.strategy, Strategy):  # DP wrappers
+        inner = inner.strategy
+    available = getattr(inner, "min_available_nodes", 0)
+    for kind, nodes, attribute in (
+        ("train", roles.train, "min_train_nodes"),
+        ("test", roles.test, "min_evaluate_nodes"),
+    ):
+        needed = max(available, getattr(inner, attribute, 0))
+        if kind == "test" and (not nodes or getattr(inner, "fraction_evaluate", 1.0) == 0):
+            continue
+        if needed > len(nodes):
+            raise ValueError(
+                f"Expected `min_available_nodes` and `{attribute}` of {type(inner).__name__} <= {len(nodes)} "
+                f"{kind} clients, but got {needed}."
+            )
 
 
 class Guarded(Strategy):
-    """``strategy``, with replies checked before it aggregates them (see the module docstring).
+    """``strategy``, with clients chosen by role and replies checked (see the module docstring).
 
     Args:
         strategy: any Flower ``Strategy``.
         min_replies: usable training replies a round needs.
+        roles: which nodes train and which evaluate; ``None``: every node does both.
+        metric: the evaluation metric the clients report (``"accuracy"`` or ``"mse"``).
+        evaluate_every: evaluate every this many rounds, and after the last (``last_round``).
+        last_round: the run's last round.
+        round_offset: rounds done before this run started (a resumed run counts on from there).
+        seed: before each round, Python's ``random`` (from which Flower's strategies sample a round's
+            clients) is seeded by (``seed``, round), so a resumed run samples as an uninterrupted one.
     """
 
-    def __init__(self, strategy: Strategy, min_replies: int = 1) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        min_replies: int = 1,
+        roles: Roles | None = None,
+        metric: str = "accuracy",
+        evaluate_every: int = 1,
+        last_round: int | None = None,
+        round_offset: int = 0,
+        seed: int = 0,
+    ) -> None:
         _check_type("strategy", strategy, Strategy)
+        _check_type("seed", seed, int)
         _check_positive_int("min_replies", min_replies)
-        self.strategy, self.min_replies = strategy, min_replies
+        _check_positive_int("evaluate_every", evaluate_every)
+        _check_positive_int("round_offset", round_offset, minimum=0)
+        self.strategy, self.min_replies, self.roles, self.metric = strategy, min_replies, roles, metric
+        self.evaluate_every, self.last_round, self.round_offset = evaluate_every, last_round, round_offset
+        self.seed = seed
         self._global: ArrayRecord | None = None
-        self.rounds: dict[int, dict[str, int]] = {}  # per round: sent, replies, failures (errors, timeouts, left out)
+        self.rounds: dict[int, dict] = {}  # per (absolute) round: counts, bytes, metrics, per-client results
 
     def summary(self) -> None:
         self.strategy.summary()
 
+    def _grid(self, grid: Grid, nodes: list[int] | None) -> Grid:
+        return grid if self.roles is None or nodes is None else NodeSubset(grid, nodes)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
+        random.seed(self.seed * 1_000_003 + server_round)
         self._global = arrays
+        grid = self._grid(grid, self.roles.train if self.roles else None)
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
-        self.rounds[server_round] = {"sent": len(messages)}
+        self.rounds[server_round] = {
+            "sent": len(messages),
+            "bytes-sent": sum(_content_bytes(m) for m in messages),
+        }
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         replies = list(replies)
         usable, reasons = [], []
         for reply in replies:
@@ -75,23 +192,72 @@ class Guarded(Strategy):
                 reasons.append(f"node {node}: {err}")
                 continue
             usable.append(reply)
-        stats = self.rounds.setdefault(server_round, {"sent": len(replies)})
-        stats.update(replies=len(usable), failures=stats["sent"] - len(usable))
+        stats = self.rounds.setdefault(server_round, {"sent": len(replies), "bytes-sent": 0})
+        stats.update(
+            replies=len(usable),
+            failures=stats["sent"] - len(usable),
+            **{"bytes-received": sum(_content_bytes(r) for r in replies if not r.has_error())},
+        )
         if len(usable) < self.min_replies:
             listed = "; ".join(reasons[:3]) or "no reply arrived before the round timeout"
             raise FederationError(
                 f"Expected >= {self.min_replies} usable replies in round {server_round}, but got {len(usable)} "
                 f"of {stats['sent']} ({listed})."
             )
-        return self.strategy.aggregate_train(server_round, usable)
+        arrays, metrics = self.strategy.aggregate_train(server_round, usable)
+        if metrics is not None and "train-loss" in metrics:
+            stats["train-loss"] = float(metrics["train-loss"])
+        return arrays, metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
+        if server_round % self.evaluate_every and server_round != self.last_round:
+            return []
+        if self.roles is not None and not self.roles.test:
+            return []
+        grid = self._grid(grid, self.roles.test if self.roles else None)
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, [r for r in replies if not r.has_error()])
+        server_round += self.round_offset
+        replies = list(replies)
+        for reply in replies:
+            if reply.has_error():
+                log.warning(
+                    "Round %d: node %d failed to evaluate: %s",
+                    server_round,
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
+        replies = [r for r in replies if not r.has_error()]
+        if not replies:
+            return None
+        clients = {}
+        for reply in replies:
+            metrics = reply.content.metric_records["metrics"]
+            node = reply.metadata.src_node_id
+            client = self.roles.partition[node] if self.roles else node
+            clients[client] = {
+                "tasks": int(metrics["num-examples"]),
+                self.metric: float(metrics[self.metric]),
+                f"{self.metric}-sq": float(metrics[f"{self.metric}-sq"]),
+            }
+        ordered = [clients[c] for c in sorted(clients)]
+        mean, ci95 = pooled_mean_ci95(
+            [c[self.metric] for c in ordered], [c[f"{self.metric}-sq"] for c in ordered], [c["tasks"] for c in ordered]
+        )
+        self.rounds.setdefault(server_round, {}).update(
+            {self.metric: mean, f"{self.metric}-ci95": ci95, "test-tasks": sum(c["tasks"] for c in ordered)},
+            clients={c: {"tasks": v["tasks"], self.metric: v[self.metric]} for c, v in sorted(clients.items())},
+        )
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+
+def _content_bytes(message: Message) -> int:
+    """Bytes of the weights a message carries (its ``ArrayRecord`` s)."""
+    return sum(record.count_bytes() for record in message.content.array_records.values())
 
 
 def federate(
@@ -103,29 +269,52 @@ def federate(
     min_replies: int = 1,
     round_timeout: float = 3600.0,
     seed: int = 0,
+    evaluate_every: int = 1,
+    start_round: int = 0,
+    expected_nodes: int | None = None,
+    on_round: RoundHook | None = None,
 ) -> Result:
-    """Run ``rounds`` rounds of ``strategy`` on ``grid`` from ``learner``'s weights.
+    """Run rounds ``start_round + 1 .. rounds`` of ``strategy`` on ``grid`` from ``learner``'s weights.
 
-    ``seed`` seeds Python's ``random``, from which Flower's strategies sample the clients of a round
-    (and in which order their updates are summed).
+    First every node is asked which client it is (:func:`discover_roles`): training clients get
+    ``train`` messages, test clients ``evaluate`` ones. ``seed`` seeds Python's ``random``, from
+    which Flower's strategies sample the clients of a round, once per round (:class:`Guarded`), so a
+    resumed run (``start_round > 0``, ``learner`` holding round ``start_round``'s weights) goes on as
+    an uninterrupted one would.
 
     Returns:
         Flower's ``Result``: the final ``arrays`` and the metrics of every round.
 
     Raises:
-        FederationError: a round had fewer than ``min_replies`` usable replies.
+        ValueError: the strategy cannot sample the clients there are.
+        FederationError: a node did not say which client it is, or a round had fewer than
+            ``min_replies`` usable replies.
     """
     _check_positive_int("rounds", rounds)
     _check_positive_int("local_steps", local_steps)
     _check_type("seed", seed, int)
-    random.seed(seed)
-    return Guarded(strategy, min_replies).start(
+    _check_positive_int("start_round", start_round, minimum=0)
+    if start_round >= rounds:
+        raise ValueError(f"Expected `start_round` < {rounds} rounds, but got {start_round}.")
+    roles = discover_roles(grid, expected_nodes, timeout=min(round_timeout, 600.0))
+    check_strategy(strategy, roles)
+    guarded = Guarded(strategy, min_replies, roles, learner.metric_name, evaluate_every, rounds, start_round, seed)
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> None:
+        if server_round > 0 and on_round is not None:
+            absolute = server_round + start_round
+            on_round(absolute, arrays, guarded.rounds.get(absolute, {}))
+
+    result = guarded.start(
         grid,
         learner_arrays(learner),
-        num_rounds=rounds,
+        num_rounds=rounds - start_round,
         timeout=round_timeout,
         train_config=ConfigRecord({"local-steps": local_steps}),
+        evaluate_fn=after_round,
     )
+    result.rounds = guarded.rounds  # lit-meta's per-round records, beside Flower's metrics
+    return result
 
 
 def server_app(
@@ -135,14 +324,15 @@ def server_app(
     local_steps: int,
     min_replies: int = 1,
     on_result: Callable[[Result], None] | None = None,
+    **options: object,
 ) -> ServerApp:
     """A Flower ``ServerApp`` running :func:`federate` (for Flower's simulation and deployment runtimes);
-    ``on_result`` receives the final ``Result``."""
+    ``on_result`` receives the final ``Result``; ``options`` are :func:`federate`'s other arguments."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: object) -> None:
-        result = federate(grid, learner, strategy, rounds, local_steps, min_replies)
+        result = federate(grid, learner, strategy, rounds, local_steps, min_replies, **options)
         if on_result is not None:
             on_result(result)
 

@@ -125,13 +125,18 @@ def test_nan_weights_are_left_out_of_the_aggregate_with_a_warning(caplog):
 def test_a_round_without_a_usable_reply_stops_the_run():
     learner = build("protonet", "classification")
 
-    def broken(message, context):
-        raise RuntimeError("out of memory")
+    def broken(app):
+        def call(message, context):
+            if message.metadata.message_type == "train":
+                raise RuntimeError("out of memory")
+            return app(message, context)
+
+        return call
 
     with pytest.raises(
         FederationError, match=r"Expected >= 1 usable replies in round 1, but got 0 of 4 .*out of memory"
     ):
-        federate(InProcessGrid(broken, 4), learner, _fedavg(4), rounds=2, local_steps=2)
+        federate(_grid(learner, wrap=broken), learner, _fedavg(4), rounds=2, local_steps=2)
 
 
 def test_a_round_below_min_replies_stops_the_run():

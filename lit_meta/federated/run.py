@@ -1,0 +1,303 @@
+"""A whole federated run, as ``lit-meta federate`` starts it: the backend, the server's outputs, resume.
+
+Outputs, in one TensorBoard version folder (``<log_dir>/<version>/``), after every round:
+
+- TensorBoard scalars under ``federated/``: the aggregated training loss, the pooled personalised
+  accuracy (or MSE) of the unseen test clients with its 95% CI and each client's figure, the
+  replies and failures, and the bytes sent to and received from the clients;
+- ``checkpoints/round_<r>.ckpt`` and ``checkpoints/last.ckpt``: the global meta-learner as a
+  Lightning checkpoint, which ``lit-meta test`` and ``lit-meta adapt`` read as they read one of
+  ``lit-meta fit``; it also holds the round and the server optimiser's state, for ``resume``;
+- ``federated_result.json``: the run's settings, every round's record and each client's last result.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from typing import Any, Literal
+
+import lightning
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import Strategy
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
+from lit_meta.algorithms.base import MetaLearner
+from lit_meta.federated.client import MetaClient, client_app
+from lit_meta.federated.data import FederatedData
+from lit_meta.federated.grid import InProcessGrid
+from lit_meta.federated.records import load_arrays
+from lit_meta.federated.server import federate, server_app
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["in_process", "simulation"]
+
+
+def strategy_state(strategy: Strategy) -> dict[str, dict[str, torch.Tensor]]:
+    """The state a server optimiser accumulates over rounds (FedAdam's and FedYogi's moments, FedAvgM's
+    momentum): every attribute of ``strategy`` (and of the strategies it wraps) that maps names to
+    arrays, as tensors keyed by its dotted attribute path."""
+    state, prefix, inner = {}, "", strategy
+    while isinstance(inner, Strategy):
+        for name, value in vars(inner).items():
+            if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+                state[prefix + name] = {k: torch.from_numpy(np.array(v)) for k, v in value.items()}
+        inner, prefix = getattr(inner, "strategy", None), f"{prefix}strategy."
+    return state
+
+
+def load_strategy_state(strategy: Strategy, state: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Put :func:`strategy_state`'s ``state`` back into ``strategy``."""
+    for path, arrays in state.items():
+        owner, *parents, name = [strategy, *path.split(".")]
+        for parent in parents:
+            owner = getattr(owner, parent)
+        setattr(owner, name, {k: v.numpy() for k, v in arrays.items()})
+
+
+class RunOutputs:
+    """Writes TensorBoard scalars, a checkpoint and ``federated_result.json`` after every round.
+
+    Args:
+        learner: the federation's learner (copied; its class and hyper-parameters go into checkpoints).
+        data: the clients (their image preprocessing goes into checkpoints, for ``lit-meta adapt``).
+        strategy: the server's strategy (its optimiser state goes into checkpoints).
+        log_dir: TensorBoard's save folder.
+        version: the version folder's name (default: TensorBoard's next ``version_<n>``).
+        settings: the run's settings, recorded in ``federated_result.json``.
+        records: rounds already recorded (a resumed run's).
+    """
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        data: FederatedData,
+        strategy: Strategy,
+        log_dir: str,
+        version: str | None,
+        settings: dict[str, Any],
+        records: list[dict] | None = None,
+    ) -> None:
+        self.learner, self.strategy, self.settings = copy.deepcopy(learner), strategy, settings
+        self.preprocessing = data.preprocessing()
+        self.logger = TensorBoardLogger(save_dir=log_dir, name="", version=version, default_hp_metric=False)
+        self.dir = self.logger.log_dir
+        self.records = list(records or [])
+        self.metric = learner.metric_name
+        self.started = time.monotonic()
+
+    def checkpoint_path(self, server_round: int | None = None) -> str:
+        name = "last.ckpt" if server_round is None else f"round_{server_round:04d}.ckpt"
+        return os.path.join(self.dir, "checkpoints", name)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord, record: dict) -> None:
+        record = {"round": server_round, "seconds": round(time.monotonic() - self.started, 2), **record}
+        self.records.append(record)
+        self._log(server_round, record)
+        self._checkpoint(server_round, arrays)
+        self.write_result()
+        shown = (
+            f" {self.metric} {record[self.metric]:.4f} +- {record[self.metric + '-ci95']:.4f}"
+            if self.metric in record
+            else ""
+        )
+        log.info(
+            "Round %d: %d/%d replies, train loss %.4f%s",
+            server_round,
+            record.get("replies", 0),
+            record.get("sent", 0),
+            record.get("train-loss", float("nan")),
+            shown,
+        )
+
+    def _log(self, server_round: int, record: dict) -> None:
+        scalars = {
+            f"federated/{k}": float(v) for k, v in record.items() if isinstance(v, (int, float)) and k != "round"
+        }
+        for client, figures in record.get("clients", {}).items():
+            scalars[f"federated/client_{client}/{self.metric}"] = figures[self.metric]
+        self.logger.log_metrics(scalars, step=server_round)
+        self.logger.save()
+
+    def _checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        load_arrays(self.learner, arrays)
+        checkpoint = {
+            "pytorch-lightning_version": lightning.__version__,
+            "epoch": 0,
+            "global_step": server_round,
+            "state_dict": self.learner.state_dict(),
+            "hyper_parameters": dict(self.learner.hparams),
+            "federated": {"round": server_round, "strategy": strategy_state(self.strategy)},
+        }
+        if self.preprocessing is not None:
+            checkpoint["lit_meta"] = {"preprocessing": self.preprocessing.to_dict()}
+        os.makedirs(os.path.dirname(self.checkpoint_path()), exist_ok=True)
+        for path in (self.checkpoint_path(server_round), self.checkpoint_path()):
+            torch.save(checkpoint, path + ".tmp")
+            os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous checkpoint whole
+
+    def write_result(self) -> str:
+        """``federated_result.json``: settings, rounds, and each client's latest result; its path."""
+        clients: dict[str, dict] = {}
+        for record in self.records:
+            clients.update({str(c): {"round": record["round"], **v} for c, v in record.get("clients", {}).items()})
+        path = os.path.join(self.dir, "federated_result.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump({"settings": self.settings, "rounds": self.records, "clients": clients}, f, indent=2)
+        os.replace(path + ".tmp", path)
+        return path
+
+
+def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[int, str, list[dict]]:
+    """Load a round checkpoint of :class:`RunOutputs` into ``learner`` and ``strategy``.
+
+    Returns:
+        ``(round, version folder, records so far)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a federated checkpoint, or one of another learner class.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected a federated round checkpoint at {path!r}, but got no such file.")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "federated" not in checkpoint:
+        raise ValueError(f"Expected a checkpoint written by `lit-meta federate` in {path!r}, but got another file.")
+    saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    given = f"{type(learner).__module__}.{type(learner).__qualname__}"
+    if saved is not None and saved != given:
+        raise ValueError(f"Expected a checkpoint of {given} to resume, but {path!r} holds a {saved}.")
+    learner.load_state_dict(checkpoint["state_dict"])
+    load_strategy_state(strategy, checkpoint["federated"]["strategy"])
+    version_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    records: list[dict] = []
+    result = os.path.join(version_dir, "federated_result.json")
+    if os.path.isfile(result):
+        with open(result) as f:
+            records = [r for r in json.load(f)["rounds"] if r["round"] <= checkpoint["federated"]["round"]]
+    return int(checkpoint["federated"]["round"]), version_dir, records
+
+
+class FederatedRun:
+    """Federated meta-learning of ``model`` on the clients of ``data``, aggregated by ``strategy``.
+
+    Args:
+        model: the meta-learner (any :class:`~lit_meta.algorithms.MetaLearner`).
+        data: the clients (e.g. ``datamodules.federated.ClientPartition``).
+        strategy: a Flower strategy (``flwr.serverapp.strategy.FedAvg``, ``FedAdam``, ``FedMedian``,
+            ``FedTrimmedAvg``, a DP wrapper, or lit-meta's ``InverseVarianceFedAvg``).
+        rounds: federated rounds.
+        local_steps: meta-steps each training client runs per round.
+        backend: ``"in_process"`` (clients run one after another in this process: deterministic,
+            no Ray) or ``"simulation"`` (Flower's simulation engine on Ray, one CPU per client).
+        min_replies: usable training replies a round needs, else the run stops.
+        round_timeout: seconds the server waits for a round's replies.
+        evaluate_every: evaluate on the test clients every this many rounds (and after the last).
+        seed: seed of client sampling and of the clients' local training.
+        accelerator: the clients' Lightning accelerator.
+        precision: the clients' Lightning precision.
+        num_cpus: CPUs Ray may use in ``simulation`` (each client takes one).
+        log_dir: folder of the TensorBoard version folders.
+        version: name of this run's version folder (default ``version_<n>``).
+        resume: a round checkpoint (``<version>/checkpoints/last.ckpt``) to continue from; the run goes
+            on in that checkpoint's version folder.
+    """
+
+    def __init__(
+        self,
+        model: MetaLearner,
+        data: FederatedData,
+        strategy: Strategy,
+        rounds: int = 10,
+        local_steps: int = 50,
+        backend: Backend = "in_process",
+        min_replies: int = 1,
+        round_timeout: float = 3600.0,
+        evaluate_every: int = 1,
+        seed: int = 0,
+        accelerator: str = "cpu",
+        precision: str = "32-true",
+        num_cpus: int = 2,
+        log_dir: str = "lightning_logs",
+        version: str | None = None,
+        resume: str | None = None,
+    ) -> None:
+        _check_type("model", model, MetaLearner)
+        _check_type("data", data, FederatedData)
+        _check_type("strategy", strategy, Strategy)
+        for name in ("rounds", "local_steps", "min_replies", "evaluate_every", "num_cpus"):
+            _check_positive_int(name, locals()[name])
+        _check_one_of("backend", backend, ("in_process", "simulation"))
+        _check_positive_float("round_timeout", round_timeout)
+        _check_type("seed", seed, int)
+        self.model, self.data, self.strategy = model, data, strategy
+        self.rounds, self.local_steps, self.backend = rounds, local_steps, backend
+        self.min_replies, self.round_timeout, self.evaluate_every = min_replies, round_timeout, evaluate_every
+        self.seed, self.accelerator, self.precision, self.num_cpus = seed, accelerator, precision, num_cpus
+        self.log_dir, self.version, self.resume = log_dir, version, resume
+
+    def settings(self) -> dict[str, Any]:
+        keys = ("rounds", "local_steps", "backend", "min_replies", "round_timeout", "evaluate_every", "seed")
+        return {
+            "model": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "strategy": f"{type(self.strategy).__module__}.{type(self.strategy).__qualname__}",
+            "clients": {str(i): self.data.role(i) for i in range(self.data.num_clients)},
+            **{key: getattr(self, key) for key in keys},
+        }
+
+    def run(self) -> RunOutputs:
+        """Run the remaining rounds; returns the outputs (their folder, records and checkpoints)."""
+        start_round, version, records = 0, self.version, []
+        log_dir = self.log_dir
+        if self.resume is not None:
+            start_round, version_dir, records = resume_from(self.resume, self.model, self.strategy)
+            log_dir, version = os.path.dirname(version_dir), os.path.basename(version_dir)
+            if start_round >= self.rounds:
+                raise ValueError(
+                    f"Expected `rounds` > {start_round}, the rounds done in {self.resume!r}, but got {self.rounds}."
+                )
+        nodes = self.data.num_clients  # builds and checks every client's share before round 1
+        outputs = RunOutputs(self.model, self.data, self.strategy, log_dir, version, self.settings(), records)
+        client = MetaClient(
+            self.model, self.data, self.local_steps, self.seed, accelerator=self.accelerator, precision=self.precision
+        )
+        options = dict(
+            min_replies=self.min_replies,
+            round_timeout=self.round_timeout,
+            seed=self.seed,
+            evaluate_every=self.evaluate_every,
+            start_round=start_round,
+            expected_nodes=nodes,
+            on_round=outputs,
+        )
+        if self.backend == "in_process":
+            grid = InProcessGrid(client_app(client), nodes)
+            federate(grid, self.model, self.strategy, self.rounds, self.local_steps, **options)
+        else:
+            from flwr.simulation import run_simulation
+
+            finished = []
+            run_simulation(
+                server_app(
+                    self.model, self.strategy, self.rounds, self.local_steps, on_result=finished.append, **options
+                ),
+                client_app(client),
+                num_supernodes=nodes,
+                backend_config={
+                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                    "init_args": {"num_cpus": self.num_cpus},
+                },
+            )
+            if not finished:
+                raise RuntimeError(
+                    f"Expected Flower's simulation to finish {self.rounds} rounds, but it stopped early."
+                )
+        outputs.write_result()
+        return outputs
