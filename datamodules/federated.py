@@ -13,6 +13,8 @@ Schemes (``scheme``):
       lacks (Japanese (katakana), Sanskrit, Tagalog) are the unseen test clients. With
       ``splits_per_group: G`` each training group is cut further into G clients by sample order:
       for Omniglot, whose files are ordered by drawer, groups of 20 / G drawers.
+    - ``"pooled"``: one training client holding the whole training split (the centralised run of
+      the same learner, on the same unseen test clients as ``"groups"``: the upper bound).
     - ``"dirichlet"``: label skew (Hsu et al., 2019, arXiv:1909.06335): each class's samples are
       spread over ``train_clients`` (test split: ``test_clients``) clients in proportions drawn from
       Dirichlet(``alpha``); a client keeps the classes of which it holds at least ``shots +
@@ -186,7 +188,7 @@ class ClientPartition(FederatedData):
 
     Args:
         data: the episodic datamodule to partition (its episode shape applies to every client).
-        scheme: ``"groups"`` or ``"dirichlet"``.
+        scheme: ``"groups"``, ``"pooled"`` or ``"dirichlet"``.
         splits_per_group: ``"groups"``: training clients per group, cut by sample order.
         train_clients: ``"dirichlet"``: number of training clients.
         test_clients: ``"dirichlet"``: number of test clients.
@@ -197,7 +199,7 @@ class ClientPartition(FederatedData):
     def __init__(
         self,
         data: EpisodicDataModule,
-        scheme: Literal["groups", "dirichlet"] = "groups",
+        scheme: Literal["groups", "pooled", "dirichlet"] = "groups",
         splits_per_group: int = 1,
         train_clients: int = 10,
         test_clients: int = 3,
@@ -205,7 +207,7 @@ class ClientPartition(FederatedData):
         seed: int = 0,
     ) -> None:
         _check_type("data", data, EpisodicDataModule)
-        _check_one_of("scheme", scheme, ("groups", "dirichlet"))
+        _check_one_of("scheme", scheme, ("groups", "pooled", "dirichlet"))
         for name, value in (
             ("splits_per_group", splits_per_group),
             ("train_clients", train_clients),
@@ -244,6 +246,8 @@ class ClientPartition(FederatedData):
                 ClientShare(f"{role} client {c}", role, part)
                 for c, part in enumerate(dirichlet_split(labels, clients, self.alpha, seed))
             ]
+        if self.scheme == "pooled" and role == "train":
+            return [ClientShare("pooled training data", role, list(range(len(labels))))]
         by_class = labels_to_indices(labels)
         shares = []
         for group, members in class_groups(class_names).items():

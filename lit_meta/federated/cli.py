@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.pytorch import seed_everything
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 
 from lit_meta._checks import _check_positive_int
@@ -65,6 +66,7 @@ def parse(args: list[str]) -> FederatedRun:
         _check_positive_int("num_threads", config.num_threads)
         torch.set_num_threads(config.num_threads)
     parser.add_instantiator(_RecordHyperparameters(_plain(config.model)), MetaLearner, subclasses=True)
+    seed_everything(config.seed, verbose=False)  # the initial weights too are a function of the seed
     try:
         built = parser.instantiate_classes(config)
     except (ValueError, TypeError) as err:
@@ -87,6 +89,7 @@ def main(args: list[str]) -> None:
     if not progress.handlers:  # one line per round, beside Flower's own log
         progress.addHandler(logging.StreamHandler())
         progress.setLevel(logging.INFO)
+        progress.propagate = False
     try:
         parse(args).run()
     except (ValueError, TypeError, FileNotFoundError, FederationError) as err:

@@ -23,11 +23,12 @@ from typing import Any, Literal
 import lightning
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import Strategy
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
+from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.client import MetaClient, client_app
 from lit_meta.federated.data import FederatedData
@@ -134,7 +135,12 @@ class RunOutputs:
             "global_step": server_round,
             "state_dict": self.learner.state_dict(),
             "hyper_parameters": dict(self.learner.hparams),
-            "federated": {"round": server_round, "strategy": strategy_state(self.strategy)},
+            # The global arrays exactly as the server holds them (FedAdam's are float64), for resume.
+            "federated": {
+                "round": server_round,
+                "arrays": {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()},
+                "strategy": strategy_state(self.strategy),
+            },
         }
         if self.preprocessing is not None:
             checkpoint["lit_meta"] = {"preprocessing": self.preprocessing.to_dict()}
@@ -155,11 +161,11 @@ class RunOutputs:
         return path
 
 
-def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[int, str, list[dict]]:
+def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[int, ArrayRecord, str, list[dict]]:
     """Load a round checkpoint of :class:`RunOutputs` into ``learner`` and ``strategy``.
 
     Returns:
-        ``(round, version folder, records so far)``.
+        ``(round, the server's global arrays, version folder, records so far)``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -171,9 +177,8 @@ def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[in
     if not isinstance(checkpoint, dict) or "federated" not in checkpoint:
         raise ValueError(f"Expected a checkpoint written by `lit-meta federate` in {path!r}, but got another file.")
     saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    given = f"{type(learner).__module__}.{type(learner).__qualname__}"
-    if saved is not None and saved != given:
-        raise ValueError(f"Expected a checkpoint of {given} to resume, but {path!r} holds a {saved}.")
+    if saved is not None and import_subclass(saved, MetaLearner) is not type(learner):
+        raise ValueError(f"Expected a checkpoint of {type(learner).__name__} to resume, but {path!r} holds a {saved}.")
     learner.load_state_dict(checkpoint["state_dict"])
     load_strategy_state(strategy, checkpoint["federated"]["strategy"])
     version_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
@@ -182,7 +187,8 @@ def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[in
     if os.path.isfile(result):
         with open(result) as f:
             records = [r for r in json.load(f)["rounds"] if r["round"] <= checkpoint["federated"]["round"]]
-    return int(checkpoint["federated"]["round"]), version_dir, records
+    arrays = ArrayRecord({k: Array(v.numpy()) for k, v in checkpoint["federated"]["arrays"].items()})
+    return int(checkpoint["federated"]["round"]), arrays, version_dir, records
 
 
 class FederatedRun:
@@ -254,10 +260,10 @@ class FederatedRun:
 
     def run(self) -> RunOutputs:
         """Run the remaining rounds; returns the outputs (their folder, records and checkpoints)."""
-        start_round, version, records = 0, self.version, []
+        start_round, arrays, version, records = 0, None, self.version, []
         log_dir = self.log_dir
         if self.resume is not None:
-            start_round, version_dir, records = resume_from(self.resume, self.model, self.strategy)
+            start_round, arrays, version_dir, records = resume_from(self.resume, self.model, self.strategy)
             log_dir, version = os.path.dirname(version_dir), os.path.basename(version_dir)
             if start_round >= self.rounds:
                 raise ValueError(
@@ -274,6 +280,7 @@ class FederatedRun:
             seed=self.seed,
             evaluate_every=self.evaluate_every,
             start_round=start_round,
+            initial_arrays=arrays,
             expected_nodes=nodes,
             on_round=outputs,
         )

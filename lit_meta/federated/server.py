@@ -271,6 +271,7 @@ def federate(
     seed: int = 0,
     evaluate_every: int = 1,
     start_round: int = 0,
+    initial_arrays: ArrayRecord | None = None,
     expected_nodes: int | None = None,
     on_round: RoundHook | None = None,
 ) -> Result:
@@ -280,7 +281,8 @@ def federate(
     ``train`` messages, test clients ``evaluate`` ones. ``seed`` seeds Python's ``random``, from
     which Flower's strategies sample the clients of a round, once per round (:class:`Guarded`), so a
     resumed run (``start_round > 0``, ``learner`` holding round ``start_round``'s weights) goes on as
-    an uninterrupted one would.
+    an uninterrupted one would. ``initial_arrays`` (default: ``learner``'s weights) are the global
+    weights to start from, exactly as the server held them (a resumed run's).
 
     Returns:
         Flower's ``Result``: the final ``arrays`` and the metrics of every round.
@@ -307,7 +309,7 @@ def federate(
 
     result = guarded.start(
         grid,
-        learner_arrays(learner),
+        initial_arrays if initial_arrays is not None else learner_arrays(learner),
         num_rounds=rounds - start_round,
         timeout=round_timeout,
         train_config=ConfigRecord({"local-steps": local_steps}),

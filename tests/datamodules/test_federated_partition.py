@@ -83,6 +83,14 @@ def test_tasks_repeat_for_the_same_client_and_round_and_differ_otherwise(omniglo
     assert torch.equal(first_batch(2, 1, "test"), first_batch(2, 5, "test"))
 
 
+def test_pooled_is_one_training_client_with_the_same_test_clients(omniglot_dir):
+    pooled = ClientPartition(_omniglot(omniglot_dir), scheme="pooled")
+    grouped = ClientPartition(_omniglot(omniglot_dir))
+    assert [s.name for s in pooled.shares()] == ["pooled training data"] + [s.name for s in grouped.shares()[2:]]
+    assert pooled.shares()[0].indices == list(range(960))
+    assert pooled.shares()[1:] == grouped.shares()[2:]
+
+
 def test_splits_per_group_cuts_each_alphabet_by_drawer(omniglot_dir):
     partition = ClientPartition(_omniglot(omniglot_dir, queries=4), splits_per_group=4)
     train = [s for s in partition.shares() if s.role == "train"]
@@ -129,7 +137,7 @@ def test_an_unknown_partition_id_is_refused(omniglot_dir):
         (
             {"scheme": "alphabet"},
             ValueError,
-            r"Expected `scheme` to be one of 'groups', 'dirichlet', but got 'alphabet'",
+            r"Expected `scheme` to be one of 'groups', 'pooled', 'dirichlet', but got 'alphabet'",
         ),
         ({"splits_per_group": 0}, ValueError, r"Expected `splits_per_group` >= 1, but got 0"),
         ({"alpha": 0.0}, ValueError, r"Expected `alpha` > 0, but got 0.0"),

@@ -1,0 +1,177 @@
+"""``lit-meta federate`` end to end on fabricated Omniglot: outputs, checkpoints others read, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_meta.cli import main
+from tests.helpers import ROOT
+from tests.helpers.fabricate import minimal_omniglot
+from tests.lit_meta.test_adapt import task_folders
+
+CONFIGS = ROOT / "configs" / "federated" / "omniglot"
+LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    return minimal_omniglot(str(tmp_path_factory.mktemp("omniglot")), characters=6)
+
+
+def federate(data_dir: str, logs: Path, *options: str, learner: str = "protonet") -> None:
+    """Two alphabets train and two test (fabricated small1/small2), tiny rounds."""
+    main(
+        [
+            "federate",
+            "--config",
+            str(CONFIGS / "base.yaml"),
+            "--config",
+            str(CONFIGS / f"{learner}.yaml"),
+            f"--data.init_args.data.init_args.data_dir={data_dir}",
+            "--data.init_args.data.init_args.ways=3",
+            "--data.init_args.data.init_args.meta_batch_size=1",
+            "--data.init_args.data.init_args.test_tasks=3",
+            "--strategy.init_args.min_train_nodes=2",
+            "--strategy.init_args.min_evaluate_nodes=2",
+            "--strategy.init_args.min_available_nodes=2",
+            "--rounds=2",
+            "--local_steps=2",
+            "--evaluate_every=1",
+            f"--log_dir={logs}",
+            *options,
+        ]
+    )
+
+
+def error_of(capsys, *args, **kwargs) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        federate(*args, **kwargs)
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory) -> Path:
+    logs = tmp_path_factory.mktemp("logs")
+    federate(data_dir, logs, "--version=run")
+    return logs / "run"
+
+
+def test_the_result_file_records_every_round_and_each_test_client(run_dir):
+    result = json.loads((run_dir / "federated_result.json").read_text())
+    assert result["settings"]["clients"] == {"0": "train", "1": "train", "2": "test", "3": "test"}
+    assert [r["round"] for r in result["rounds"]] == [1, 2]
+    last = result["rounds"][-1]
+    assert (last["sent"], last["replies"], last["failures"]) == (2, 2, 0)
+    assert last["bytes-sent"] == last["bytes-received"] > 0
+    assert last["test-tasks"] == 6 and set(last["clients"]) == {"2", "3"}
+    assert 0.0 <= last["accuracy"] <= 1.0 and last["accuracy-ci95"] > 0
+    # The pooled mean is the task-weighted mean of the clients' means (3 tasks each).
+    clients = last["clients"].values()
+    assert last["accuracy"] == pytest.approx(sum(c["accuracy"] for c in clients) / 2)
+    assert result["clients"]["3"]["round"] == 2
+
+
+def test_tensorboard_has_the_per_round_scalars(run_dir):
+    (events,) = run_dir.glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    for tag in ("train-loss", "accuracy", "accuracy-ci95", "replies", "failures", "bytes-sent", "bytes-received"):
+        assert f"federated/{tag}" in scalars
+    assert "federated/client_2/accuracy" in scalars
+
+
+def test_lit_meta_test_and_adapt_read_the_round_checkpoint(run_dir, data_dir, tmp_path, capsys):
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert (run_dir / "checkpoints" / "round_0002.ckpt").is_file()
+    main(
+        [
+            "test",
+            "--config",
+            str(ROOT / "configs" / "omniglot" / "base.yaml"),
+            "--config",
+            str(ROOT / "configs" / "omniglot" / "protonet_5w1s.yaml"),
+            f"--data.data_dir={data_dir}",
+            "--data.test_tasks=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'test'}",
+            "--trainer.enable_progress_bar=false",
+            f"--ckpt_path={checkpoint}",
+        ]
+    )
+    assert json.loads(next((tmp_path / "test").rglob("meta_test.json")).read_text())
+    support, query = task_folders(tmp_path / "task")
+    main(["adapt", "--ckpt_path", str(checkpoint), "--support", str(support), "--query", str(query)])
+    assert "Accuracy:" in capsys.readouterr().out
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp_path):
+    # FedAdam: the server optimiser's moments must come back too, not only the weights.
+    adam = ("--strategy=flwr.serverapp.strategy.FedAdam", "--strategy.init_args.eta=0.01")
+    common = (*adam, "--strategy.init_args.min_train_nodes=2", "--strategy.init_args.min_evaluate_nodes=2")
+    federate(data_dir, tmp_path, *common, "--rounds=3", "--version=whole")
+    federate(data_dir, tmp_path, *common, "--rounds=2", "--version=cut")
+    federate(data_dir, tmp_path, *common, "--rounds=3", f"--resume={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}")
+    whole, resumed = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    rounds = json.loads((tmp_path / "cut" / "federated_result.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_every_federated_config_runs_a_round(learner, data_dir, tmp_path):
+    federate(data_dir, tmp_path, "--rounds=1", "--local_steps=1", "--version=smoke", learner=learner)
+    assert json.loads((tmp_path / "smoke" / "federated_result.json").read_text())["rounds"][0]["replies"] == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ("--strategy.init_args.min_train_nodes=5",),
+            "Expected `min_available_nodes` and `min_train_nodes` of FedAvg <= 2 train clients, but got 5.",
+        ),
+        (("--rounds=0",), "Expected `rounds` >= 1, but got 0."),
+        (
+            ("--data.init_args.data.init_args.eval_ways=7",),
+            "Expected `ways` <= 6 classes in split 'test of client 2 (images_background_small2/Alphabet_0)', "
+            "but got 7.",
+        ),
+        (("--strategy=flwr.serverapp.strategy.FedNothing",), "FedNothing"),
+        (("--backend=cluster",), "Expected `backend` to be one of 'in_process', 'simulation', but got 'cluster'."),
+        (
+            ("--resume=/no/such.ckpt",),
+            "Expected a federated round checkpoint at '/no/such.ckpt', but got no such file.",
+        ),
+    ],
+)
+def test_configuration_mistakes_are_one_line_before_round_1(options, message, data_dir, tmp_path, capsys):
+    code, line = error_of(capsys, data_dir, tmp_path, *options)
+    assert code == 2
+    assert line.startswith("lit-meta federate: error: ")
+    assert message in line
+    assert not list(tmp_path.rglob("round_*.ckpt"))
+
+
+def test_print_config_shows_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "federate",
+                "--config",
+                str(CONFIGS / "base.yaml"),
+                "--config",
+                str(CONFIGS / "protonet.yaml"),
+                "--print_config",
+            ]
+        )
+    printed = capsys.readouterr().out
+    for key in ("rounds:", "local_steps:", "backend:", "min_replies:", "round_timeout:", "resume:", "min_train_nodes:"):
+        assert key in printed
+    assert "weighted_by_key: num-examples" in printed
