@@ -17,11 +17,32 @@ from collections.abc import Callable
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from torch import Tensor
 
 from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays
+from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays, load_arrays
+
+
+class ProximalTerm(Callback):
+    """FedProx's proximal term (Li et al., 2020, arXiv:1812.06127): local training minimises
+    ``loss + mu / 2 * ||w - w_global||^2``, so before every optimiser step ``mu * (w - w_global)`` is
+    added to each parameter's gradient, pulling a client's weights towards the round's global ones.
+
+    Args:
+        mu: the proximal weight (Flower's ``FedProx`` sends it as ``proximal-mu``).
+        reference: the round's global weights, by parameter name.
+    """
+
+    def __init__(self, mu: float, reference: dict[str, Tensor]) -> None:
+        self.mu, self.reference = mu, reference
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: MetaLearner, optimizer: object) -> None:
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None and name in self.reference:
+                param.grad.add_(param.detach() - self.reference[name].to(param), alpha=self.mu)
+
 
 #: ``data(partition_id, server_round)``: the client's episodic datamodule for that round.
 ClientData = Callable[[int, int], LightningDataModule]
@@ -61,17 +82,27 @@ class MetaClient:
         self.accelerator, self.precision = accelerator, precision
 
     def train(self, message: Message, context: Context) -> Message:
-        """Meta-train the received weights on this client's tasks; reply with weights and metrics."""
+        """Meta-train the received weights on this client's tasks; reply with weights and metrics.
+
+        The round's config may set ``local-steps`` and ``proximal-mu`` (FedProx's :class:`ProximalTerm`).
+        """
         partition, config = _partition(context), _config(message)
         server_round = int(config.get("server-round", 0))
         steps = int(config.get("local-steps", self.local_steps))
         learner = self._received(message)
         datamodule = self.data(partition, server_round)
         seed_everything(self.seed + 1000 * server_round + partition, verbose=False)
-        trainer = self._trainer(max_steps=steps)
+        mu = float(config.get("proximal-mu", 0.0))
+        callbacks = []
+        if mu > 0:
+            callbacks.append(ProximalTerm(mu, {k: p.detach().clone() for k, p in learner.named_parameters()}))
+        trainer = self._trainer(max_steps=steps, callbacks=callbacks)
         trainer.fit(learner, datamodule=datamodule)
+        received = message.content.array_records["arrays"]
         arrays = learner_arrays(learner)
-        check_arrays(arrays, message.content.array_records["arrays"])  # never send NaN or a wrong shape
+        if arrays_dtype(received) == "float16":  # reply as the server sends: it asked for half the bytes
+            arrays = cast_arrays(arrays, "float16")
+        check_arrays(arrays, received)  # never send NaN (or an overflow to inf) or a wrong shape
         loss = trainer.callback_metrics.get("train/loss")
         metrics = MetricRecord(
             {

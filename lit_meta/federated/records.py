@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 
 
 def learner_arrays(learner: torch.nn.Module) -> ArrayRecord:
@@ -13,6 +13,17 @@ def learner_arrays(learner: torch.nn.Module) -> ArrayRecord:
     means nothing."""
     state = {name: value.detach().cpu() for name, value in learner.state_dict().items() if value.is_floating_point()}
     return ArrayRecord(state)
+
+
+def cast_arrays(arrays: ArrayRecord, dtype: str) -> ArrayRecord:
+    """``arrays`` as ``dtype`` (``"float16"`` halves the bytes on the wire; ``"float32"`` restores the
+    precision the server aggregates in)."""
+    return ArrayRecord({name: Array(array.numpy().astype(dtype)) for name, array in arrays.items()})
+
+
+def arrays_dtype(arrays: ArrayRecord) -> str:
+    """The dtype the weights travel in (that of the first entry)."""
+    return str(next(iter(arrays.values())).numpy().dtype)
 
 
 def load_arrays(learner: torch.nn.Module, arrays: ArrayRecord) -> None:

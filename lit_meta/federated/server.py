@@ -20,15 +20,16 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
-from lit_meta._checks import _check_positive_int, _check_type
+from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.grid import NodeSubset
-from lit_meta.federated.records import check_arrays, learner_arrays
+from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays
 from lit_meta.functional import pooled_mean_ci95
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ class Guarded(Strategy):
         round_offset: rounds done before this run started (a resumed run counts on from there).
         seed: before each round, Python's ``random`` (from which Flower's strategies sample a round's
             clients) is seeded by (``seed``, round), so a resumed run samples as an uninterrupted one.
+        transfer: the dtype weights travel in: ``"float16"`` halves the bytes each way; the server
+            still aggregates in float32 (replies are cast back before the strategy sees them).
     """
 
     def __init__(
@@ -140,15 +143,17 @@ class Guarded(Strategy):
         last_round: int | None = None,
         round_offset: int = 0,
         seed: int = 0,
+        transfer: Literal["float32", "float16"] = "float32",
     ) -> None:
         _check_type("strategy", strategy, Strategy)
+        _check_one_of("transfer", transfer, ("float32", "float16"))
         _check_type("seed", seed, int)
         _check_positive_int("min_replies", min_replies)
         _check_positive_int("evaluate_every", evaluate_every)
         _check_positive_int("round_offset", round_offset, minimum=0)
         self.strategy, self.min_replies, self.roles, self.metric = strategy, min_replies, roles, metric
         self.evaluate_every, self.last_round, self.round_offset = evaluate_every, last_round, round_offset
-        self.seed = seed
+        self.seed, self.transfer = seed, transfer
         self._global: ArrayRecord | None = None
         self.rounds: dict[int, dict] = {}  # per (absolute) round: counts, bytes, metrics, per-client results
 
@@ -165,7 +170,7 @@ class Guarded(Strategy):
         random.seed(self.seed * 1_000_003 + server_round)
         self._global = arrays
         grid = self._grid(grid, self.roles.train if self.roles else None)
-        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        messages = self._encode(self.strategy.configure_train(server_round, arrays, config, grid))
         self.rounds[server_round] = {
             "sent": len(messages),
             "bytes-sent": sum(_content_bytes(m) for m in messages),
@@ -177,6 +182,7 @@ class Guarded(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
         replies = list(replies)
+        received = sum(_content_bytes(r) for r in replies if not r.has_error())  # as they travelled
         usable, reasons = [], []
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -191,12 +197,12 @@ class Guarded(Strategy):
                 log.warning("Round %d: left the reply of node %d out of the aggregate: %s", server_round, node, err)
                 reasons.append(f"node {node}: {err}")
                 continue
-            usable.append(reply)
+            usable.append(self._decode(reply))
         stats = self.rounds.setdefault(server_round, {"sent": len(replies), "bytes-sent": 0})
         stats.update(
             replies=len(usable),
             failures=stats["sent"] - len(usable),
-            **{"bytes-received": sum(_content_bytes(r) for r in replies if not r.has_error())},
+            **{"bytes-received": received},
         )
         if len(usable) < self.min_replies:
             listed = "; ".join(reasons[:3]) or "no reply arrived before the round timeout"
@@ -218,7 +224,23 @@ class Guarded(Strategy):
         if self.roles is not None and not self.roles.test:
             return []
         grid = self._grid(grid, self.roles.test if self.roles else None)
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+        return self._encode(self.strategy.configure_evaluate(server_round, arrays, config, grid))
+
+    def _encode(self, messages: Iterable[Message]) -> list[Message]:
+        """The strategy's messages, their weights cast to the ``transfer`` dtype."""
+        messages, cast = list(messages), {}
+        if self.transfer != "float32":
+            for message in messages:
+                for key, record in message.content.array_records.items():
+                    message.content[key] = cast.setdefault(id(record), cast_arrays(record, self.transfer))
+        return messages
+
+    def _decode(self, reply: Message) -> Message:
+        """``reply`` with its weights in float32, the precision the strategy aggregates in."""
+        for key, record in reply.content.array_records.items():
+            if arrays_dtype(record) != "float32":
+                reply.content[key] = cast_arrays(record, "float32")
+        return reply
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset
@@ -274,6 +296,7 @@ def federate(
     initial_arrays: ArrayRecord | None = None,
     expected_nodes: int | None = None,
     on_round: RoundHook | None = None,
+    transfer: Literal["float32", "float16"] = "float32",
 ) -> Result:
     """Run rounds ``start_round + 1 .. rounds`` of ``strategy`` on ``grid`` from ``learner``'s weights.
 
@@ -282,7 +305,8 @@ def federate(
     which Flower's strategies sample the clients of a round, once per round (:class:`Guarded`), so a
     resumed run (``start_round > 0``, ``learner`` holding round ``start_round``'s weights) goes on as
     an uninterrupted one would. ``initial_arrays`` (default: ``learner``'s weights) are the global
-    weights to start from, exactly as the server held them (a resumed run's).
+    weights to start from, exactly as the server held them (a resumed run's). ``transfer``:
+    the dtype weights travel in (see :class:`Guarded`).
 
     Returns:
         Flower's ``Result``: the final ``arrays`` and the metrics of every round.
@@ -300,7 +324,9 @@ def federate(
         raise ValueError(f"Expected `start_round` < {rounds} rounds, but got {start_round}.")
     roles = discover_roles(grid, expected_nodes, timeout=min(round_timeout, 600.0))
     check_strategy(strategy, roles)
-    guarded = Guarded(strategy, min_replies, roles, learner.metric_name, evaluate_every, rounds, start_round, seed)
+    guarded = Guarded(
+        strategy, min_replies, roles, learner.metric_name, evaluate_every, rounds, start_round, seed, transfer
+    )
 
     def after_round(server_round: int, arrays: ArrayRecord) -> None:
         if server_round > 0 and on_round is not None:

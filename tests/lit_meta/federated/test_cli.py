@@ -15,7 +15,7 @@ from tests.helpers.fabricate import minimal_omniglot
 from tests.lit_meta.test_adapt import task_folders
 
 CONFIGS = ROOT / "configs" / "federated" / "omniglot"
-LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in ("base", "centralised"))
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,14 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, t
 def test_every_federated_config_runs_a_round(learner, data_dir, tmp_path):
     federate(data_dir, tmp_path, "--rounds=1", "--local_steps=1", "--version=smoke", learner=learner)
     assert json.loads((tmp_path / "smoke" / "federated_result.json").read_text())["rounds"][0]["replies"] == 2
+
+
+def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_clients(data_dir, tmp_path):
+    centralised = ("--config", str(CONFIGS / "centralised.yaml"), "--local_steps=2", "--rounds=1")
+    federate(data_dir, tmp_path, *centralised, "--version=central")
+    result = json.loads((tmp_path / "central" / "federated_result.json").read_text())
+    assert result["settings"]["clients"] == {"0": "train", "1": "test", "2": "test"}
+    assert result["rounds"][0]["replies"] == 1 and result["rounds"][0]["test-tasks"] == 6
 
 
 @pytest.mark.parametrize(

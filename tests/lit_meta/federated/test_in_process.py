@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, Message, RecordDict
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedProx
 
 from lit_meta.federated import FederationError, InProcessGrid, MetaClient, client_app, federate, learner_arrays
+from lit_meta.federated.client import ProximalTerm
 from lit_meta.federated.grid import SERVER_NODE_ID
 from lit_meta.federated.records import check_arrays
 from tests.helpers.federated import ClientBlobs
@@ -181,7 +182,90 @@ def test_a_client_past_the_round_timeout_gives_no_reply_and_the_round_completes(
     assert result.arrays is not None
 
 
+def test_one_client_failing_every_round_alternately_raising_and_hanging():
+    learner = build("protonet", "classification")
+    release = threading.Event()
+
+    def faulty(app):
+        def wrapped(message, context):
+            if context.node_config["partition-id"] == 1 and message.metadata.message_type == "train":
+                if message.content.config_records["config"]["server-round"] % 2:
+                    raise RuntimeError("disk full")
+                release.wait(30)
+            return app(message, context)
+
+        return wrapped
+
+    grid, aggregates, seen = _grid(learner, wrap=faulty), {}, [0]
+
+    def on_round(server_round, arrays, record):  # the round's aggregate and the replies it came from
+        aggregates[server_round] = ({k: v.numpy() for k, v in arrays.items()}, grid.replies[seen[0] :])
+        seen[0] = len(grid.replies)
+
+    try:
+        result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=2.0, on_round=on_round)
+    finally:
+        release.set()
+        for thread in threading.enumerate():
+            if thread.name.startswith("node-"):
+                thread.join(30)
+    assert [result.rounds[r]["replies"] for r in (1, 2)] == [3, 3]
+    for server_round in (1, 2):
+        aggregate, replies = aggregates[server_round]
+        train = [r for r in replies if r.metadata.message_type == "train" and not r.has_error()]
+        sizes = [r.content.metric_records["metrics"]["num-examples"] for r in train]
+        assert sorted(sizes) == [10, 30, 40]  # client 1 (20 examples) raised, then hung
+        errors = [r for r in replies if r.metadata.message_type == "train" and r.has_error()]
+        assert len(errors) == (1 if server_round == 1 else 0)  # round 2: no reply at all
+        for name, value in aggregate.items():
+            expected = sum(s / 80 * r.content.array_records["arrays"][name].numpy() for s, r in zip(sizes, train))
+            np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7)
+
+
 def test_messages_carry_the_task_identity_the_grid_sets():
     grid = InProcessGrid(lambda message, context: message, 1, run_id=7)
     message = grid.create_message(RecordDict(), "query", 1000, group_id="1")
     assert (message.metadata.run_id, message.metadata.src_node_id) == (7, SERVER_NODE_ID)
+
+
+def test_the_proximal_term_adds_mu_times_the_distance_to_the_global_weights_to_each_gradient():
+    module = torch.nn.Linear(2, 1)
+    reference = {k: torch.zeros_like(p) for k, p in module.named_parameters()}
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        module.bias.fill_(3.0)
+    module.weight.grad, module.bias.grad = torch.tensor([[0.5, 0.5]]), torch.tensor([1.0])
+    ProximalTerm(mu=0.1, reference=reference).on_before_optimizer_step(None, module, None)
+    # By hand: g + mu * (w - w0) = [0.5 + 0.1, 0.5 - 0.2] and 1 + 0.3.
+    torch.testing.assert_close(module.weight.grad, torch.tensor([[0.6, 0.3]]))
+    torch.testing.assert_close(module.bias.grad, torch.tensor([1.3]))
+
+
+def _update_size(proximal_mu: float) -> float:
+    torch.manual_seed(0)
+    learner = build("protonet", "classification")
+    before = {k: v.numpy() for k, v in learner_arrays(learner).items()}
+    strategy = FedProx(proximal_mu=proximal_mu, min_train_nodes=4, min_available_nodes=4, min_evaluate_nodes=4)
+    after = _arrays(federate(_grid(learner), learner, strategy, rounds=1, local_steps=2))
+    return float(sum(np.square(after[k] - before[k]).sum() for k in before))
+
+
+def test_fedprox_clients_stay_closer_to_the_global_weights():
+    assert _update_size(1000.0) < 0.5 * _update_size(0.0)
+
+
+def test_float16_transfer_halves_the_bytes_and_aggregates_in_float32():
+    runs = {}
+    for transfer in ("float32", "float16"):
+        torch.manual_seed(0)
+        learner = build("protonet", "classification")
+        result = federate(_grid(learner), learner, _fedavg(4), rounds=2, local_steps=2, transfer=transfer)
+        runs[transfer] = (_arrays(result), result.rounds[2])
+    (full, full_round), (half, half_round) = runs["float32"], runs["float16"]
+    # Flower counts each entry's dtype and shape too: the weights' own bytes halve exactly.
+    weights = 4 * sum(value.nbytes for value in full.values())  # 4 clients
+    for key in ("bytes-sent", "bytes-received"):
+        assert half_round[key] == full_round[key] - weights // 2
+    assert all(value.dtype == np.float32 for value in half.values())  # the global model stays float32
+    for name in full:
+        np.testing.assert_allclose(half[name], full[name], rtol=0, atol=5e-3)
