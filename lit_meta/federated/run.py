@@ -18,12 +18,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import Strategy
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -270,8 +272,12 @@ class FederatedRun:
             **{key: getattr(self, key) for key in keys},
         }
 
-    def run(self) -> RunOutputs:
-        """Run the remaining rounds; returns the outputs (their folder, records and checkpoints)."""
+    def run(self, wrap_client_app: Callable[[ClientApp], ClientApp] | None = None) -> RunOutputs:
+        """Run the remaining rounds; returns the outputs (their folder, records and checkpoints).
+
+        ``wrap_client_app`` (for fault-injection benchmarks) replaces every node's ``ClientApp`` by
+        ``wrap_client_app(app)``, any ``(message, context) -> message`` callable.
+        """
         start_round, arrays, version, records = 0, None, self.version, []
         log_dir = self.log_dir
         if self.resume is not None:
@@ -286,6 +292,7 @@ class FederatedRun:
         client = MetaClient(
             self.model, self.data, self.local_steps, self.seed, accelerator=self.accelerator, precision=self.precision
         )
+        app = client_app(client) if wrap_client_app is None else wrap_client_app(client_app(client))
         options = dict(
             min_replies=self.min_replies,
             round_timeout=self.round_timeout,
@@ -298,7 +305,7 @@ class FederatedRun:
             transfer=self.transfer,
         )
         if self.backend == "in_process":
-            grid = InProcessGrid(client_app(client), nodes)
+            grid = InProcessGrid(app, nodes)
             federate(grid, self.model, self.strategy, self.rounds, self.local_steps, **options)
         else:
             from flwr.simulation import run_simulation
@@ -308,7 +315,7 @@ class FederatedRun:
                 server_app(
                     self.model, self.strategy, self.rounds, self.local_steps, on_result=finished.append, **options
                 ),
-                client_app(client),
+                app,
                 num_supernodes=nodes,
                 backend_config={
                     "client_resources": {"num_cpus": 1, "num_gpus": 0.0},

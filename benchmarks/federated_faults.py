@@ -1,0 +1,73 @@
+"""Federated runs with faulty clients, on the configs of ``lit-meta federate`` (issue 13).
+
+Faults (``--fault``), injected around every node's real ``ClientApp`` (the server sees only what a
+real faulty SuperNode would send):
+    - ``alternate``: training client ``--client`` raises in odd rounds and hangs past the round
+      timeout in even ones (it fails every round);
+    - ``scaled``: training client ``--client`` sends ``global + scale * (its update)`` (a client
+      whose update is 10x too large, or a crude attack).
+
+Example (FedAvg, FedMedian and trimmed mean against a client scaled by 10):
+    python benchmarks/federated_faults.py --fault scaled --scale 10 -- \\
+        --config configs/federated/omniglot/base.yaml --config configs/federated/omniglot/protonet.yaml \\
+        --strategy flwr.serverapp.strategy.FedMedian --version scaled_median
+
+Everything after ``--`` is a ``lit-meta federate`` command line; results land where it says
+(``federated_result.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flwr.app import Array, ArrayRecord, Message, RecordDict  # noqa: E402
+
+from lit_meta.federated.cli import parse  # noqa: E402
+
+
+def faulty(fault: str, client: int, scale: float, hang: threading.Event):
+    def wrap(app):
+        def call(message: Message, context) -> Message:
+            if context.node_config["partition-id"] != client or message.metadata.message_type != "train":
+                return app(message, context)
+            server_round = message.content.config_records["config"]["server-round"]
+            if fault == "alternate":
+                if server_round % 2:
+                    raise RuntimeError(f"injected failure in round {server_round}")
+                hang.wait()  # past the round timeout: the server gets no reply (released at the end)
+                raise RuntimeError(f"injected hang in round {server_round}")
+            honest = app(message, context)
+            sent = message.content.array_records["arrays"]
+            replied = honest.content.array_records["arrays"]
+            scaled = {k: Array(sent[k].numpy() + scale * (replied[k].numpy() - sent[k].numpy())) for k in replied}
+            content = RecordDict({"arrays": ArrayRecord(scaled), "metrics": honest.content.metric_records["metrics"]})
+            return Message(content, reply_to=message)
+
+        return call
+
+    return wrap
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fault", choices=("alternate", "scaled"), required=True)
+    parser.add_argument("--client", type=int, default=4, help="partition id of the faulty training client")
+    parser.add_argument("--scale", type=float, default=10.0)
+    parser.add_argument("federate", nargs=argparse.REMAINDER, help="-- then a `lit-meta federate` command line")
+    options = parser.parse_args()
+    args = options.federate[1:] if options.federate[:1] == ["--"] else options.federate
+    hang = threading.Event()
+    try:
+        outputs = parse(args).run(wrap_client_app=faulty(options.fault, options.client, options.scale, hang))
+    finally:
+        hang.set()
+    print(f"Written to {outputs.write_result()}")
+
+
+if __name__ == "__main__":
+    main()
