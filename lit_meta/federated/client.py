@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -22,7 +22,16 @@ from torch import Tensor
 
 from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays, load_arrays
+from lit_meta.federated.records import (
+    arrays_dtype,
+    cast_arrays,
+    check_arrays,
+    learner_arrays,
+    load_arrays,
+    only,
+    personal_names,
+    without,
+)
 
 
 class ProximalTerm(Callback):
@@ -60,6 +69,11 @@ class MetaClient:
         seed: base seed; each (client, round) trains under ``seed + 1000 * round + partition``.
         accelerator: Lightning accelerator of the local ``Trainer``.
         precision: Lightning precision of the local ``Trainer``.
+        personal: ``fnmatch`` patterns of weights that never leave the client (partial federation,
+            FedPer/FedRep style: ``["*head*"]`` keeps each client's head; see
+            :func:`~lit_meta.federated.records.personal_names`). They live in the node's Flower
+            ``Context.state`` between rounds, not in files; the server must federate with the same
+            patterns.
     """
 
     def __init__(
@@ -70,6 +84,7 @@ class MetaClient:
         seed: int = 0,
         accelerator: str = "cpu",
         precision: str = "32-true",
+        personal: Sequence[str] = (),
     ) -> None:
         _check_type("learner", learner, MetaLearner)
         _check_positive_int("local_steps", local_steps)
@@ -80,6 +95,7 @@ class MetaClient:
             )
         self.learner, self.data, self.local_steps, self.seed = learner, data, local_steps, seed
         self.accelerator, self.precision = accelerator, precision
+        self.personal = personal_names(learner, personal) if personal else []
 
     def train(self, message: Message, context: Context) -> Message:
         """Meta-train the received weights on this client's tasks; reply with weights and metrics.
@@ -89,7 +105,7 @@ class MetaClient:
         partition, config = _partition(context), _config(message)
         server_round = int(config.get("server-round", 0))
         steps = int(config.get("local-steps", self.local_steps))
-        learner = self._received(message)
+        learner = self._received(message, context)
         datamodule = self.data(partition, server_round)
         seed_everything(self.seed + 1000 * server_round + partition, verbose=False)
         mu = float(config.get("proximal-mu", 0.0))
@@ -100,6 +116,9 @@ class MetaClient:
         trainer.fit(learner, datamodule=datamodule)
         received = message.content.array_records["arrays"]
         arrays = learner_arrays(learner)
+        if self.personal:  # the personal part stays here, for this client's next round
+            context.state["personal"] = only(arrays, self.personal)
+            arrays = without(arrays, self.personal)
         if arrays_dtype(received) == "float16":  # reply as the server sends: it asked for half the bytes
             arrays = cast_arrays(arrays, "float16")
         check_arrays(arrays, received)  # never send NaN (or an overflow to inf) or a wrong shape
@@ -117,7 +136,7 @@ class MetaClient:
         """Adapt the received meta-learner to each of this client's test tasks; reply with the mean
         query accuracy (or MSE), weighted by the number of tasks."""
         partition, config = _partition(context), _config(message)
-        learner = self._received(message)
+        learner = self._received(message, context)
         datamodule = self.data(partition, int(config.get("server-round", 0)))
         learner.record_test_curves(learner.eval_inner_steps)
         self._trainer().test(learner, datamodule=datamodule, verbose=False)
@@ -141,9 +160,13 @@ class MetaClient:
             RecordDict({"identity": ConfigRecord({"partition-id": partition, "role": role})}), reply_to=message
         )
 
-    def _received(self, message: Message) -> MetaLearner:
+    def _received(self, message: Message, context: Context) -> MetaLearner:
+        """A copy of the learner with the received weights (and this client's personal ones, if any)."""
         learner = copy.deepcopy(self.learner)
-        load_arrays(learner, message.content.array_records["arrays"])
+        load_arrays(learner, message.content.array_records["arrays"], absent=self.personal)
+        if self.personal and "personal" in context.state:
+            shared = [name for name in learner_arrays(learner) if name not in self.personal]
+            load_arrays(learner, context.state["personal"], absent=shared)
         return learner
 
     def _trainer(self, **kwargs: object) -> Trainer:

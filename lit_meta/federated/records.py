@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
@@ -26,10 +29,43 @@ def arrays_dtype(arrays: ArrayRecord) -> str:
     return str(next(iter(arrays.values())).numpy().dtype)
 
 
-def load_arrays(learner: torch.nn.Module, arrays: ArrayRecord) -> None:
-    """Load ``arrays`` (from :func:`learner_arrays` or an aggregate) into ``learner``, checked first."""
-    reference = learner_arrays(learner)
-    check_arrays(arrays, reference)
+def personal_names(learner: torch.nn.Module, personal: Sequence[str]) -> list[str]:
+    """The weight entries of ``learner`` that stay on each client (FedPer/FedRep-style partial
+    federation): those matching any of the ``fnmatch`` patterns ``personal`` (``"*head*"`` for the head
+    of MAML, Meta-SGD or Reptile, ``"maml.module.*"`` for ANIL's adapted head).
+
+    Raises:
+        ValueError: a pattern matches no entry, or the patterns match every entry (nothing left to federate).
+    """
+    names = list(learner_arrays(learner))
+    for pattern in personal:
+        if not fnmatch.filter(names, pattern):
+            raise ValueError(
+                f"Expected `personal` pattern {pattern!r} to match weights of {type(learner).__name__}, but it matches "
+                f"none of {names[:3] + names[-3:]}."
+            )
+    chosen = [name for name in names if any(fnmatch.fnmatch(name, pattern) for pattern in personal)]
+    if len(chosen) == len(names):
+        raise ValueError(f"Expected `personal` to leave weights to federate, but it matches all {len(names)} entries.")
+    return chosen
+
+
+def without(arrays: ArrayRecord, names: Sequence[str]) -> ArrayRecord:
+    """``arrays`` without the entries ``names`` (the shared part of a partially federated learner)."""
+    return ArrayRecord({k: v for k, v in arrays.items() if k not in set(names)})
+
+
+def only(arrays: ArrayRecord, names: Sequence[str]) -> ArrayRecord:
+    """The entries ``names`` of ``arrays`` (the personal part)."""
+    return ArrayRecord({k: v for k, v in arrays.items() if k in set(names)})
+
+
+def load_arrays(learner: torch.nn.Module, arrays: ArrayRecord, absent: Sequence[str] = ()) -> None:
+    """Load ``arrays`` (from :func:`learner_arrays` or an aggregate) into ``learner``, checked first;
+    the entries named in ``absent`` (a partial federation's personal or shared part) may be missing
+    from ``arrays`` and are then left as they are."""
+    reference = without(learner_arrays(learner), absent)
+    check_arrays(without(arrays, absent), reference)
     received = arrays.to_torch_state_dict()
     learner.load_state_dict({**learner.state_dict(), **received})
 

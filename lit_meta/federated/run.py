@@ -35,7 +35,7 @@ from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.client import MetaClient, client_app
 from lit_meta.federated.data import FederatedData
 from lit_meta.federated.grid import InProcessGrid
-from lit_meta.federated.records import load_arrays
+from lit_meta.federated.records import load_arrays, personal_names
 from lit_meta.federated.server import federate, server_app
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class RunOutputs:
         version: the version folder's name (default: TensorBoard's next ``version_<n>``).
         settings: the run's settings, recorded in ``federated_result.json``.
         records: rounds already recorded (a resumed run's).
+        personal: the weights the clients keep (absent from the server's arrays).
     """
 
     def __init__(
@@ -87,8 +88,10 @@ class RunOutputs:
         version: str | None,
         settings: dict[str, Any],
         records: list[dict] | None = None,
+        personal: list[str] | None = None,
     ) -> None:
         self.learner, self.strategy, self.settings = copy.deepcopy(learner), strategy, settings
+        self.personal = list(personal or [])
         self.preprocessing = data.preprocessing()
         self.logger = TensorBoardLogger(save_dir=log_dir, name="", version=version, default_hp_metric=False)
         self.dir = self.logger.log_dir
@@ -130,7 +133,7 @@ class RunOutputs:
         self.logger.save()
 
     def _checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
-        load_arrays(self.learner, arrays)
+        load_arrays(self.learner, arrays, absent=self.personal)
         checkpoint = {
             "pytorch-lightning_version": lightning.__version__,
             "epoch": 0,
@@ -212,6 +215,9 @@ class FederatedRun:
         accelerator: the clients' Lightning accelerator.
         precision: the clients' Lightning precision.
         transfer: the dtype weights travel in; ``"float16"`` halves the bytes (aggregation stays float32).
+        personal: ``fnmatch`` patterns of weights each client keeps in its Flower ``Context.state``
+            and never sends (partial federation: ``["*head*"]`` federates only the body, FedPer/FedRep
+            style; the patterns of the body federate only the head). Checkpoints hold the initial values.
         num_cpus: CPUs Ray may use in ``simulation`` (each client takes one).
         log_dir: folder of the TensorBoard version folders.
         version: name of this run's version folder (default ``version_<n>``).
@@ -234,6 +240,7 @@ class FederatedRun:
         accelerator: str = "cpu",
         precision: str = "32-true",
         transfer: Literal["float32", "float16"] = "float32",
+        personal: list[str] | None = None,
         num_cpus: int = 2,
         log_dir: str = "lightning_logs",
         version: str | None = None,
@@ -253,6 +260,7 @@ class FederatedRun:
         self.min_replies, self.round_timeout, self.evaluate_every = min_replies, round_timeout, evaluate_every
         self.seed, self.accelerator, self.precision, self.num_cpus = seed, accelerator, precision, num_cpus
         self.log_dir, self.version, self.resume, self.transfer = log_dir, version, resume, transfer
+        self.personal = personal_names(model, personal) if personal else []  # checked before round 1
 
     def settings(self) -> dict[str, Any]:
         keys = (
@@ -288,9 +296,17 @@ class FederatedRun:
                     f"Expected `rounds` > {start_round}, the rounds done in {self.resume!r}, but got {self.rounds}."
                 )
         nodes = self.data.num_clients  # builds and checks every client's share before round 1
-        outputs = RunOutputs(self.model, self.data, self.strategy, log_dir, version, self.settings(), records)
+        outputs = RunOutputs(
+            self.model, self.data, self.strategy, log_dir, version, self.settings(), records, self.personal
+        )
         client = MetaClient(
-            self.model, self.data, self.local_steps, self.seed, accelerator=self.accelerator, precision=self.precision
+            self.model,
+            self.data,
+            self.local_steps,
+            self.seed,
+            accelerator=self.accelerator,
+            precision=self.precision,
+            personal=self.personal,
         )
         app = client_app(client) if wrap_client_app is None else wrap_client_app(client_app(client))
         options = dict(
@@ -303,6 +319,7 @@ class FederatedRun:
             expected_nodes=nodes,
             on_round=outputs,
             transfer=self.transfer,
+            personal=self.personal,
         )
         if self.backend == "in_process":
             grid = InProcessGrid(app, nodes)

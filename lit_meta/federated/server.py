@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,7 +29,7 @@ from flwr.serverapp.strategy import Result, Strategy
 from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.grid import NodeSubset
-from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays
+from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays, personal_names, without
 from lit_meta.functional import pooled_mean_ci95
 
 log = logging.getLogger(__name__)
@@ -297,6 +297,7 @@ def federate(
     expected_nodes: int | None = None,
     on_round: RoundHook | None = None,
     transfer: Literal["float32", "float16"] = "float32",
+    personal: Sequence[str] = (),
 ) -> Result:
     """Run rounds ``start_round + 1 .. rounds`` of ``strategy`` on ``grid`` from ``learner``'s weights.
 
@@ -306,7 +307,8 @@ def federate(
     resumed run (``start_round > 0``, ``learner`` holding round ``start_round``'s weights) goes on as
     an uninterrupted one would. ``initial_arrays`` (default: ``learner``'s weights) are the global
     weights to start from, exactly as the server held them (a resumed run's). ``transfer``:
-    the dtype weights travel in (see :class:`Guarded`).
+    the dtype weights travel in (see :class:`Guarded`). ``personal``: the ``fnmatch`` patterns of the
+    weights the clients keep (partial federation; the same as the clients'): only the others travel.
 
     Returns:
         Flower's ``Result``: the final ``arrays`` and the metrics of every round.
@@ -322,6 +324,7 @@ def federate(
     _check_positive_int("start_round", start_round, minimum=0)
     if start_round >= rounds:
         raise ValueError(f"Expected `start_round` < {rounds} rounds, but got {start_round}.")
+    names = personal_names(learner, personal) if personal else []
     roles = discover_roles(grid, expected_nodes, timeout=min(round_timeout, 600.0))
     check_strategy(strategy, roles)
     guarded = Guarded(
@@ -335,7 +338,7 @@ def federate(
 
     result = guarded.start(
         grid,
-        initial_arrays if initial_arrays is not None else learner_arrays(learner),
+        initial_arrays if initial_arrays is not None else without(learner_arrays(learner), names),
         num_rounds=rounds - start_round,
         timeout=round_timeout,
         train_config=ConfigRecord({"local-steps": local_steps}),

@@ -180,6 +180,16 @@ def test_print_config_shows_every_argument(capsys):
             ]
         )
     printed = capsys.readouterr().out
-    for key in ("rounds:", "local_steps:", "backend:", "min_replies:", "round_timeout:", "resume:", "min_train_nodes:"):
+    keys = (
+        "rounds:",
+        "local_steps:",
+        "backend:",
+        "min_replies:",
+        "round_timeout:",
+        "resume:",
+        "transfer:",
+        "personal:",
+    )
+    for key in (*keys, "min_train_nodes:"):
         assert key in printed
     assert "weighted_by_key: num-examples" in printed

@@ -269,3 +269,27 @@ def test_float16_transfer_halves_the_bytes_and_aggregates_in_float32():
     assert all(value.dtype == np.float32 for value in half.values())  # the global model stays float32
     for name in full:
         np.testing.assert_allclose(half[name], full[name], rtol=0, atol=5e-3)
+
+
+def test_partial_federation_keeps_each_clients_head_in_its_context_state():
+    torch.manual_seed(0)
+    learner = build("maml", "classification")
+    client = MetaClient(learner, ClientBlobs, local_steps=2, personal=["*head*"])
+    grid = InProcessGrid(client_app(client), 4)
+    result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, personal=["*head*"])
+    head = ["maml.module.head.weight", "maml.module.head.bias"]
+    assert set(_arrays(result)) == set(learner_arrays(learner)) - set(head)  # only the body travelled
+    sent = [r for r in grid.replies if r.metadata.message_type == "train"]
+    assert all(set(r.content.array_records["arrays"]).isdisjoint(head) for r in sent)
+    heads = [context.state["personal"]["maml.module.head.weight"].numpy() for context in grid._contexts.values()]
+    initial = learner.state_dict()["maml.module.head.weight"].numpy()
+    assert all(not np.array_equal(h, initial) for h in heads)  # each client trained its own head ...
+    assert not np.array_equal(heads[0], heads[1])  # ... and kept it
+
+
+def test_personal_patterns_that_match_nothing_or_everything_are_refused():
+    learner = build("maml", "classification")
+    with pytest.raises(ValueError, match=r"Expected `personal` pattern '\*classifier\*' to match weights of MAML"):
+        MetaClient(learner, ClientBlobs, personal=["*classifier*"])
+    with pytest.raises(ValueError, match=r"Expected `personal` to leave weights to federate, but it matches all"):
+        MetaClient(learner, ClientBlobs, personal=["*"])
