@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -36,7 +37,7 @@ from lit_meta.federated.client import MetaClient, client_app
 from lit_meta.federated.data import FederatedData
 from lit_meta.federated.grid import InProcessGrid
 from lit_meta.federated.records import load_arrays, personal_names
-from lit_meta.federated.server import federate, server_app
+from lit_meta.federated.server import FederationError, federate
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,7 @@ class FederatedRun:
             "evaluate_every",
             "seed",
             "transfer",
+            "personal",
         )
         return {
             "model": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
@@ -280,11 +282,55 @@ class FederatedRun:
             **{key: getattr(self, key) for key in keys},
         }
 
+    def client(self) -> MetaClient:
+        """The client every node runs (on a SuperNode: built from the same config)."""
+        return MetaClient(
+            self.model,
+            self.data,
+            self.local_steps,
+            self.seed,
+            accelerator=self.accelerator,
+            precision=self.precision,
+            personal=self.personal,
+        )
+
     def run(self, wrap_client_app: Callable[[ClientApp], ClientApp] | None = None) -> RunOutputs:
-        """Run the remaining rounds; returns the outputs (their folder, records and checkpoints).
+        """Run the remaining rounds on the ``backend``; returns the outputs (folder, records, checkpoints).
 
         ``wrap_client_app`` (for fault-injection benchmarks) replaces every node's ``ClientApp`` by
         ``wrap_client_app(app)``, any ``(message, context) -> message`` callable.
+        """
+        nodes = self.data.num_clients  # builds and checks every client's share before round 1
+        app = client_app(self.client())
+        app = app if wrap_client_app is None else wrap_client_app(app)
+        if self.backend == "in_process":
+            return self.serve(InProcessGrid(app, nodes))
+        from flwr.simulation import run_simulation
+
+        finished: list[RunOutputs] = []
+        server = ServerApp()
+        server.main()(lambda grid, context: finished.append(self.serve(grid)))
+        run_simulation(
+            server,
+            app,
+            num_supernodes=nodes,
+            backend_config={
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "init_args": {"num_cpus": self.num_cpus},
+            },
+        )
+        if not finished:
+            raise FederationError(
+                f"Expected Flower's simulation to finish {self.rounds} rounds, but it stopped early (see its log)."
+            )
+        return finished[0]
+
+    def serve(self, grid: Grid, expected_nodes: int | None = None) -> RunOutputs:
+        """The server's side of the run on ``grid`` (any Flower runtime's): resume, rounds, outputs.
+
+        Args:
+            grid: the grid of the nodes.
+            expected_nodes: nodes to wait for before round 1 (default: every client of ``data``).
         """
         start_round, arrays, version, records = 0, None, self.version, []
         log_dir = self.log_dir
@@ -295,53 +341,25 @@ class FederatedRun:
                 raise ValueError(
                     f"Expected `rounds` > {start_round}, the rounds done in {self.resume!r}, but got {self.rounds}."
                 )
-        nodes = self.data.num_clients  # builds and checks every client's share before round 1
         outputs = RunOutputs(
             self.model, self.data, self.strategy, log_dir, version, self.settings(), records, self.personal
         )
-        client = MetaClient(
+        federate(
+            grid,
             self.model,
-            self.data,
+            self.strategy,
+            self.rounds,
             self.local_steps,
-            self.seed,
-            accelerator=self.accelerator,
-            precision=self.precision,
-            personal=self.personal,
-        )
-        app = client_app(client) if wrap_client_app is None else wrap_client_app(client_app(client))
-        options = dict(
             min_replies=self.min_replies,
             round_timeout=self.round_timeout,
             seed=self.seed,
             evaluate_every=self.evaluate_every,
             start_round=start_round,
             initial_arrays=arrays,
-            expected_nodes=nodes,
+            expected_nodes=expected_nodes or self.data.num_clients,
             on_round=outputs,
             transfer=self.transfer,
             personal=self.personal,
         )
-        if self.backend == "in_process":
-            grid = InProcessGrid(app, nodes)
-            federate(grid, self.model, self.strategy, self.rounds, self.local_steps, **options)
-        else:
-            from flwr.simulation import run_simulation
-
-            finished = []
-            run_simulation(
-                server_app(
-                    self.model, self.strategy, self.rounds, self.local_steps, on_result=finished.append, **options
-                ),
-                app,
-                num_supernodes=nodes,
-                backend_config={
-                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                    "init_args": {"num_cpus": self.num_cpus},
-                },
-            )
-            if not finished:
-                raise RuntimeError(
-                    f"Expected Flower's simulation to finish {self.rounds} rounds, but it stopped early."
-                )
         outputs.write_result()
         return outputs
