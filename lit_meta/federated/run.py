@@ -57,6 +57,12 @@ def strategy_state(strategy: Strategy) -> dict[str, dict[str, torch.Tensor]]:
     return state
 
 
+def accountant_state(strategy: Strategy) -> dict | None:
+    """The state of a DP wrapper's privacy accountant (the releases composed so far), if any."""
+    accountant = getattr(strategy, "accountant", None)
+    return accountant.state_dict() if accountant is not None else None
+
+
 def load_strategy_state(strategy: Strategy, state: dict[str, dict[str, torch.Tensor]]) -> None:
     """Put :func:`strategy_state`'s ``state`` back into ``strategy``."""
     for path, arrays in state.items():
@@ -146,6 +152,7 @@ class RunOutputs:
                 "round": server_round,
                 "arrays": {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()},
                 "strategy": strategy_state(self.strategy),
+                "accountant": accountant_state(self.strategy),
             },
         }
         if self.preprocessing is not None:
@@ -187,6 +194,8 @@ def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[in
         raise ValueError(f"Expected a checkpoint of {type(learner).__name__} to resume, but {path!r} holds a {saved}.")
     learner.load_state_dict(checkpoint["state_dict"])
     load_strategy_state(strategy, checkpoint["federated"]["strategy"])
+    if checkpoint["federated"].get("accountant") is not None and getattr(strategy, "accountant", None) is not None:
+        strategy.accountant.load_state_dict(checkpoint["federated"]["accountant"])
     version_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     records: list[dict] = []
     result = os.path.join(version_dir, "federated_result.json")

@@ -213,6 +213,9 @@ class Guarded(Strategy):
         arrays, metrics = self.strategy.aggregate_train(server_round, usable)
         if metrics is not None and "train-loss" in metrics:
             stats["train-loss"] = float(metrics["train-loss"])
+        spent = self.strategy.privacy_spent() if hasattr(self.strategy, "privacy_spent") else None
+        if spent is not None:  # a DP wrapper with an accountant: the privacy spent so far
+            stats.update(epsilon=float(spent.epsilon), delta=float(spent.delta))
         return arrays, metrics
 
     def configure_evaluate(

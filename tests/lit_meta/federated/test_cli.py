@@ -15,7 +15,9 @@ from tests.helpers.fabricate import minimal_omniglot
 from tests.lit_meta.test_adapt import task_folders
 
 CONFIGS = ROOT / "configs" / "federated" / "omniglot"
-LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in ("base", "centralised"))
+# base.yaml and the files that modify a run (not learners), each tested below.
+MODIFIERS = ("base", "centralised", "dp")
+LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in MODIFIERS)
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +195,22 @@ def test_print_config_shows_every_argument(capsys):
     for key in (*keys, "min_train_nodes:"):
         assert key in printed
     assert "weighted_by_key: num-examples" in printed
+
+
+def test_differential_privacy_records_the_epsilon_flowers_accountant_reports(data_dir, tmp_path):
+    import dp_accounting
+
+    inner, dp = "--strategy.init_args.strategy.init_args", "--strategy.init_args"
+    federate(
+        data_dir, tmp_path, "--config", str(CONFIGS / "dp.yaml"), "--version=dp",
+        f"{dp}.num_sampled_clients=2", f"{dp}.accountant.init_args.config.population_size=2",
+        f"{inner}.min_train_nodes=2", f"{inner}.min_evaluate_nodes=2", f"{inner}.min_available_nodes=2",
+    )  # fmt: skip
+    rounds = json.loads((tmp_path / "dp" / "federated_result.json").read_text())["rounds"]
+    for record in rounds:
+        # An independent reference: Google's RDP accountant, one Gaussian release (sigma 0.1) per round.
+        reference = dp_accounting.rdp.RdpAccountant()
+        reference.compose(dp_accounting.GaussianDpEvent(0.1), record["round"])
+        assert record["epsilon"] == pytest.approx(reference.get_epsilon(1e-3), rel=1e-6)
+        assert record["delta"] == 1e-3
+    assert rounds[1]["epsilon"] > rounds[0]["epsilon"]
