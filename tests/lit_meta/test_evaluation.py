@@ -10,7 +10,7 @@ from lightning.pytorch import Trainer
 from datamodules import SinusoidDataModule
 from lit_meta.algorithms import MAML
 from lit_meta.evaluation import adaptation_curve
-from lit_meta.functional import mean_ci95
+from lit_meta.functional import mean_ci95, pooled_mean_ci95
 from lit_meta.models import MLP
 from tests.helpers.learners import BlobsDataModule, build
 
@@ -23,6 +23,20 @@ def test_mean_ci95_by_hand():
     assert mean_ci95(torch.tensor([0.7])) == (pytest.approx(0.7), 0.0)
     with pytest.raises(ValueError, match="Expected at least 1 value to average, but got 0"):
         mean_ci95(torch.tensor([]))
+
+
+def test_pooled_mean_ci95_equals_mean_ci95_of_the_pooled_values():
+    torch.manual_seed(0)
+    groups = [torch.rand(n, dtype=torch.float64) for n in (3, 7, 1, 12)]  # clients of different sizes
+    summaries = [(g.mean(), (g**2).mean(), g.numel()) for g in groups]
+    pooled = pooled_mean_ci95(*(torch.tensor(column) for column in zip(*summaries)))
+    expected = mean_ci95(torch.cat(groups))
+    assert pooled == (pytest.approx(expected[0], rel=1e-12), pytest.approx(expected[1], rel=1e-9))
+    # By hand: groups {1, 3} and {2}: mean 2, unbiased variance 1, ci 1.96 * sqrt(1 / 3).
+    mean, ci = pooled_mean_ci95(torch.tensor([2.0, 2.0]), torch.tensor([5.0, 4.0]), torch.tensor([2, 1]))
+    assert (mean, ci) == (pytest.approx(2.0), pytest.approx(1.96 * math.sqrt(1 / 3)))
+    with pytest.raises(ValueError, match="Expected one mean, mean square and count per group, but got 2, 1 and 2"):
+        pooled_mean_ci95(torch.tensor([1.0, 2.0]), torch.tensor([1.0]), torch.tensor([1, 1]))
 
 
 def test_adaptation_curve_of_classifier_is_per_task_accuracy():

@@ -1,0 +1,50 @@
+"""Personalised accuracy of the unseen test clients against rounds, from ``federated_result.json`` files.
+
+    python benchmarks/federated_figure.py --output docs/federated_accuracy.png \\
+        "FedMeta ProtoNets=lightning_logs/protonet/federated_result.json" \\
+        "centralised ProtoNets=lightning_logs/protonet_centralised/federated_result.json"
+
+Each run is ``label=path``; the band is the 95% CI over the test tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="label=path/to/federated_result.json")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--title", default="Omniglot minimal: unseen test clients, 5-way 1-shot")
+    options = parser.parse_args()
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for run in options.runs:
+        label, path = run.split("=", 1)
+        with open(path) as f:
+            rounds = [r for r in json.load(f)["rounds"] if "accuracy" in r]
+        x = [r["round"] for r in rounds]
+        y = [100 * r["accuracy"] for r in rounds]
+        ci = [100 * r["accuracy-ci95"] for r in rounds]
+        (line,) = axes.plot(x, y, marker="o", markersize=3, label=label)
+        axes.fill_between(
+            x, [a - c for a, c in zip(y, ci)], [a + c for a, c in zip(y, ci)], alpha=0.2, color=line.get_color()
+        )
+    axes.set_xlabel("round (equal meta-steps per round in every run)")
+    axes.set_ylabel("personalised test accuracy (%)")
+    axes.set_title(options.title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(options.output, dpi=120)
+    print(f"Written to {options.output}")
+
+
+if __name__ == "__main__":
+    main()
