@@ -4,7 +4,9 @@
         "FedMeta ProtoNets=lightning_logs/protonet/federated_result.json" \\
         "centralised ProtoNets=lightning_logs/protonet_centralised/federated_result.json"
 
-Each run is ``label=path``; the band is the 95% CI over the test tasks.
+Each run is ``label=path``; x is the meta-steps all training clients ran (rounds x clients x local
+steps), so federated and centralised runs of equal compute line up; the band is the 95% CI over the
+test tasks.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ def main() -> None:
     for run in options.runs:
         label, path = run.split("=", 1)
         with open(path) as f:
-            rounds = [r for r in json.load(f)["rounds"] if "accuracy" in r]
-        x = [r["round"] for r in rounds]
+            result = json.load(f)
+        rounds = [r for r in result["rounds"] if "accuracy" in r]
+        trainers = sum(role in ("train", "both") for role in result["settings"]["clients"].values())
+        per_round = result["settings"]["local_steps"] * trainers  # meta-steps of all clients in a round
+        x = [r["round"] * per_round for r in rounds]
         y = [100 * r["accuracy"] for r in rounds]
         ci = [100 * r["accuracy-ci95"] for r in rounds]
         (line,) = axes.plot(x, y, marker="o", markersize=3, label=label)
         axes.fill_between(
             x, [a - c for a, c in zip(y, ci)], [a + c for a, c in zip(y, ci)], alpha=0.2, color=line.get_color()
         )
-    axes.set_xlabel("round (equal meta-steps per round in every run)")
+    axes.set_xlabel("meta-steps of all training clients")
     axes.set_ylabel("personalised test accuracy (%)")
     axes.set_title(options.title, fontsize=10)
     axes.grid(alpha=0.3)

@@ -293,3 +293,24 @@ def test_personal_patterns_that_match_nothing_or_everything_are_refused():
         MetaClient(learner, ClientBlobs, personal=["*classifier*"])
     with pytest.raises(ValueError, match=r"Expected `personal` to leave weights to federate, but it matches all"):
         MetaClient(learner, ClientBlobs, personal=["*"])
+
+
+def test_a_node_that_cannot_say_which_client_it_is_stops_the_run_before_round_1():
+    learner = build("protonet", "classification")
+
+    def no_query(app):
+        def call(message, context):
+            if message.metadata.message_type == "query" and context.node_config["partition-id"] == 2:
+                raise RuntimeError("no query handler")
+            return app(message, context)
+
+        return call
+
+    grid = _grid(learner, wrap=no_query)
+    with pytest.raises(
+        FederationError,
+        match=r"Expected every node to say which client it is, but got no answer from 1 of 4 "
+        r"\(node 1002: RuntimeError: no query handler\)",
+    ):
+        federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    assert not [r for r in grid.replies if r.metadata.message_type == "train"]
