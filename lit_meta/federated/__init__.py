@@ -10,19 +10,33 @@ what a meta-learner needs on top of it:
   of each node serially in this process: deterministic, no Ray, for tests and small runs.
 - :mod:`~lit_meta.federated.records`: the learner's weights as a Flower ``ArrayRecord`` and the checks
   a reply must pass before it may enter an aggregate.
+- :mod:`~lit_meta.federated.server`: :class:`~lit_meta.federated.server.Guarded` around any Flower
+  strategy (node roles, reply checks, pooled personalised accuracy, bytes) and :func:`federate`.
+- :class:`~lit_meta.federated.data.FederatedData`: the clients' data contract
+  (``datamodules.federated.ClientPartition`` implements it).
+- :class:`~lit_meta.federated.run.FederatedRun`: a whole run of ``lit-meta federate``
+  (:mod:`~lit_meta.federated.cli`) on the in-process grid, Flower's simulation or (through
+  :mod:`~lit_meta.federated.app`) its deployment runtime; TensorBoard, checkpoints, resume.
 
-Nothing in the rest of ``lit_meta`` imports this package, so ``flwr`` is only needed to federate.
+Nothing in the rest of ``lit_meta`` imports this package (bar the ``lit-meta federate`` dispatch), so
+``flwr`` is only needed to federate.
 """
 
-from lit_meta.federated.client import MetaClient, client_app
+from lit_meta.federated.client import MetaClient, ProximalTerm, client_app
+from lit_meta.federated.data import FederatedData
 from lit_meta.federated.grid import InProcessGrid
 from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays
-from lit_meta.federated.server import FederationError, federate, server_app
+from lit_meta.federated.run import FederatedRun
+from lit_meta.federated.server import FederationError, Guarded, federate, server_app
 
 __all__ = [
+    "FederatedData",
+    "FederatedRun",
     "FederationError",
+    "Guarded",
     "InProcessGrid",
     "MetaClient",
+    "ProximalTerm",
     "check_arrays",
     "client_app",
     "federate",

@@ -64,7 +64,9 @@ class MetaClient:
         learner: the meta-learner every client starts from (copied, never trained in place).
         data: ``data(partition_id, server_round)`` gives the client's datamodule; its tasks must be
             a function of both so that a run repeats exactly. A ``num_examples`` attribute, if the
-            datamodule has one, is the client's data size used to weight its update (else 1).
+            datamodule has one, is the client's data size used to weight its update (else 1). A
+            ``role(partition_id)`` method, if it has one (a :class:`~lit_meta.federated.data.FederatedData`
+            has), says whether the client trains or is an unseen test client (else it does both).
         local_steps: meta-steps per round, unless the round's config sets ``local-steps``.
         seed: base seed; each (client, round) trains under ``seed + 1000 * round + partition``.
         accelerator: Lightning accelerator of the local ``Trainer``.
