@@ -125,17 +125,25 @@ def rank_share_batches(items: Sequence, batch_size: int, rank: int, world: int) 
 class _Episodes:
     """N-way (K+Q)-shot tasks of one labelled dataset, through learn2learn's task transforms."""
 
-    def __init__(self, dataset: Dataset, labels: Sequence[int], ways: int, shots: int, queries: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        labels: Sequence[int],
+        ways: int,
+        shots: int,
+        queries: int,
+        global_labels: bool = False,
+    ) -> None:
         meta = l2l.data.MetaDataset(dataset, labels_to_indices=labels_to_indices(labels))
         transforms = [
             l2l.data.transforms.NWays(meta, n=ways),
             l2l.data.transforms.KShots(meta, k=shots + queries),
             l2l.data.transforms.LoadData(meta),
-            l2l.data.transforms.RemapLabels(meta),
-            l2l.data.transforms.ConsecutiveLabels(meta),
         ]
+        if not global_labels:
+            transforms += [l2l.data.transforms.RemapLabels(meta), l2l.data.transforms.ConsecutiveLabels(meta)]
         self.taskset = l2l.data.Taskset(meta, task_transforms=transforms, num_tasks=-1)
-        self.ways, self.shots, self.queries = ways, shots, queries
+        self.ways, self.shots, self.queries, self.global_labels = ways, shots, queries, global_labels
 
     def task(self, key: TaskKey) -> Task:
         """The task of ``key``: support ``(1, ways*shots, ...)``, query ``(1, ways*queries, ...)``."""
@@ -145,7 +153,13 @@ class _Episodes:
             x, y = self.taskset[0]  # num_tasks=-1: a fresh description from the seeded transforms
         finally:
             random.setstate(state)
-        return split_support_query(x[None], torch.as_tensor(y)[None], self.shots, self.queries, self.ways)
+        y = torch.as_tensor(y)
+        if not self.global_labels:
+            return split_support_query(x[None], y[None], self.shots, self.queries, self.ways)
+        # Split on each class's rank among the task's classes, then give every sample its dataset label.
+        classes, local = torch.unique(y, return_inverse=True)
+        task = split_support_query(x[None], local[None], self.shots, self.queries, self.ways)
+        return Task(task.support_x, classes[task.support_y], task.query_x, classes[task.query_y])
 
 
 class _MetaBatches(Dataset):
@@ -199,6 +213,9 @@ class EpisodicDataModule(LightningDataModule, ABC):
         num_workers: DataLoader worker processes.
         seed: seed of the training task stream.
         eval_seed: seed of the validation and test task sets.
+        global_labels: label the samples of training tasks by their class's index in the training
+            split instead of ``0..ways-1`` (for :class:`~lit_meta.algorithms.SupervisedTransfer`,
+            whose head covers every training class); evaluation tasks keep ``0..ways-1``.
     """
 
     def __init__(
@@ -216,6 +233,7 @@ class EpisodicDataModule(LightningDataModule, ABC):
         num_workers: int = 0,
         seed: int = 0,
         eval_seed: int = 1234,
+        global_labels: bool = False,
     ) -> None:
         super().__init__()
         for name in (
@@ -234,6 +252,7 @@ class EpisodicDataModule(LightningDataModule, ABC):
         _check_positive_int("num_workers", num_workers, minimum=0)
         _check_type("seed", seed, int)
         _check_type("eval_seed", eval_seed, int)
+        _check_type("global_labels", global_labels, bool)
         self.ways, self.shots, self.queries = ways, shots, queries
         self.eval_ways = ways if eval_ways is None else eval_ways
         self.eval_shots = shots if eval_shots is None else eval_shots
@@ -242,7 +261,7 @@ class EpisodicDataModule(LightningDataModule, ABC):
         self.train_batches_per_epoch = train_batches_per_epoch
         self.num_tasks = {"val": val_tasks, "test": test_tasks}
         self.num_workers = num_workers
-        self.seed, self.eval_seed = seed, eval_seed
+        self.seed, self.eval_seed, self.global_labels = seed, eval_seed, global_labels
         self._episodes: dict[str, _Episodes] = {}
         self._splits: dict[str, tuple[Dataset, Sequence[int], Sequence[str]]] = {}
         self._train_digests: dict[bytes, str] | None = None
@@ -280,7 +299,7 @@ class EpisodicDataModule(LightningDataModule, ABC):
             train = self._training_digests() if digests is not None else None
             if train is not None:
                 check_disjoint(split, digests, labels, class_names, train)
-        return _Episodes(dataset, labels, ways, shots, queries)
+        return _Episodes(dataset, labels, ways, shots, queries, global_labels=self.global_labels and split == "train")
 
     def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
         if split not in self._splits:

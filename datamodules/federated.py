@@ -93,16 +93,21 @@ class ClientShare:
 
 
 def _relabel(
-    split: tuple[Dataset, Sequence[int], Sequence[str]], indices: Sequence[int], min_per_class: int
+    split: tuple[Dataset, Sequence[int], Sequence[str]],
+    indices: Sequence[int],
+    min_per_class: int,
+    keep_labels: bool = False,
 ) -> tuple[Dataset, list[int], list[str]]:
-    """The client's labelled dataset: its classes holding >= ``min_per_class`` of ``indices``, relabelled 0..n-1."""
+    """The client's labelled dataset: its classes holding >= ``min_per_class`` of ``indices``,
+    relabelled 0..n-1 (``keep_labels``: with their labels in the whole split, for global labels)."""
     dataset, labels, class_names = split
     by_class = labels_to_indices([labels[i] for i in indices])
     kept = [label for label, members in sorted(by_class.items()) if len(members) >= min_per_class]
-    new = {label: n for n, label in enumerate(kept)}
+    new = {label: label if keep_labels else n for n, label in enumerate(kept)}
     chosen = [i for i in indices if labels[i] in new]
     relabelled = [new[labels[i]] for i in chosen]
-    return Relabelled(dataset, chosen, relabelled), relabelled, [class_names[label] for label in kept]
+    names = list(class_names) if keep_labels else [class_names[label] for label in kept]
+    return Relabelled(dataset, chosen, relabelled), relabelled, names
 
 
 class ClientEpisodes(EpisodicDataModule):
@@ -139,6 +144,7 @@ class ClientEpisodes(EpisodicDataModule):
             num_workers=base.num_workers,
             seed=base.seed,
             eval_seed=base.eval_seed,
+            global_labels=base.global_labels,
         )
         self.base, self.client, self.server_round, self.share = base, client, server_round, share
         self._own = {share.role: split}
@@ -262,7 +268,8 @@ class ClientPartition(FederatedData):
             share = self._shares[partition_id]
             split = "train" if share.role == "train" else "test"
             ways, shots, queries = self.data.task_shape(split)
-            dataset, labels, class_names = _relabel(self.data._split(split), share.indices, shots + queries)
+            keep = self.data.global_labels and split == "train"  # a supervised head over every training class
+            dataset, labels, class_names = _relabel(self.data._split(split), share.indices, shots + queries, keep)
             sizes = {class_names[label]: len(members) for label, members in labels_to_indices(labels).items()}
             check_split(f"{split} of client {partition_id} ({share.name})", sizes, ways, shots + queries)
             self._splits[partition_id] = dataset, labels, class_names

@@ -155,6 +155,39 @@ def prototype_logits(
     raise ValueError(f"Expected `distance` to be one of 'euclidean', 'cosine', but got {distance!r}.")
 
 
+def linear_probe_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int, steps: int, lr: float) -> Tensor:
+    """Fit a linear classifier on frozen support embeddings, then classify the queries: the
+    "fine-tune a new head on the support set" of supervised-transfer baselines (FedMeta's
+    FedAvg(Meta), Chen et al., 2018; Tian et al., ECCV 2020 fit logistic regression).
+
+    Full-batch gradient descent on the mean cross-entropy, from zero weights and biases (every class
+    equally likely before the first step), ``steps`` steps of size ``lr``.
+
+    Args:
+        support: ``(B, Ns, D)`` support embeddings.
+        support_y: ``(B, Ns)`` labels in ``[0, ways)``.
+        query: ``(B, Nq, D)`` query embeddings.
+        ways: classes per task.
+        steps: gradient steps.
+        lr: step size.
+
+    Returns:
+        ``(steps + 1, B, Nq, ways)`` query logits after ``0..steps`` steps.
+    """
+    support, query = support.detach(), query.detach()
+    weight = support.new_zeros(support.shape[0], support.shape[2], ways, requires_grad=True)
+    bias = support.new_zeros(support.shape[0], 1, ways, requires_grad=True)
+    curve = [query @ weight.detach() + bias.detach()]
+    for _ in range(steps):
+        logits = support @ weight + bias
+        loss = F.cross_entropy(logits.flatten(0, 1), support_y.flatten(), reduction="sum") / support_y.shape[1]
+        grad_w, grad_b = torch.autograd.grad(loss, (weight, bias))
+        weight = (weight - lr * grad_w).detach().requires_grad_()
+        bias = (bias - lr * grad_b).detach().requires_grad_()
+        curve.append(query @ weight.detach() + bias.detach())
+    return torch.stack(curve)
+
+
 def reptile_displacement(weight: Tensor, adapted: Sequence[Tensor]) -> Tensor:
     """Reptile's outer-step direction for one parameter, ``mean_i(phi_i - theta)``.
 

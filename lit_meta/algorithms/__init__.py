@@ -8,6 +8,7 @@ from lit_meta.algorithms.metasgd import MetaSGD
 from lit_meta.algorithms.metric import MetricLearner
 from lit_meta.algorithms.protonet import PrototypicalNetworks
 from lit_meta.algorithms.reptile import Reptile
+from lit_meta.algorithms.supervised import SupervisedTransfer
 
 __all__ = [
     "MetaLearner",
@@ -18,4 +19,5 @@ __all__ = [
     "Reptile",
     "PrototypicalNetworks",
     "MatchingNetworks",
+    "SupervisedTransfer",
 ]

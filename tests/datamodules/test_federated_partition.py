@@ -178,3 +178,20 @@ def test_dirichlet_clients_of_omniglot_train_and_test(omniglot_dir):
     client = partition(0, 1)
     client.setup("fit")
     assert _images(next(iter(client.train_dataloader()))) <= _client_images(partition, 0)
+
+
+def test_global_labels_name_each_training_sample_by_its_class_in_the_training_split(omniglot_dir):
+    partition = ClientPartition(_omniglot(omniglot_dir, global_labels=True))
+    dataset, labels, names = partition.data._split("train")
+    by_image = {dataset[i][0].numpy().tobytes(): labels[i] for i in range(len(dataset))}
+    client = partition(1, server_round=2)
+    client.setup("fit")
+    batch = next(iter(client.train_dataloader()))
+    for images, targets in ((batch.support_x, batch.support_y), (batch.query_x, batch.query_y)):
+        assert [by_image[x.numpy().tobytes()] for x in images.flatten(0, 1)] == targets.flatten().tolist()
+    # Training classes run character by character within each rotation (12 characters): client 1 holds
+    # the second alphabet's characters 6..11 and their rotations.
+    assert all(label % 12 >= 6 for label in batch.query_y.flatten().tolist())
+    tester = partition(2, server_round=2)
+    tester.setup("test")
+    assert set(next(iter(tester.test_dataloader())).query_y.flatten().tolist()) == {0, 1, 2}  # tasks' own 0..ways-1

@@ -6,7 +6,16 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lit_meta.algorithms import ANIL, MAML, MatchingNetworks, MetaLearner, MetaSGD, PrototypicalNetworks, Reptile
+from lit_meta.algorithms import (
+    ANIL,
+    MAML,
+    MatchingNetworks,
+    MetaLearner,
+    MetaSGD,
+    PrototypicalNetworks,
+    Reptile,
+    SupervisedTransfer,
+)
 from lit_meta.models import MLP
 from tests.helpers.tasks import make_classification_task
 
@@ -41,10 +50,12 @@ LEARNERS = {
     "protonet_cosine": lambda out, loss: PrototypicalNetworks(_mlp(out), distance="cosine"),
     "matching": lambda out, loss: MatchingNetworks(_mlp(out)),
     "matching_fce": lambda out, loss: MatchingNetworks(_mlp(out), fce=True, fce_steps=2),
+    "supervised": lambda out, loss: SupervisedTransfer(_mlp(out)),
+    "supervised_finetune": lambda out, loss: SupervisedTransfer(_mlp(out), adapt="finetune", finetune_steps=3),
 }
 
-# Metric-based learners classify; they have no regression form.
-CLASSIFIERS_ONLY = {"protonet", "protonet_cosine", "matching", "matching_fce"}
+# Metric-based and supervised-transfer learners classify; they have no regression form.
+CLASSIFIERS_ONLY = {"protonet", "protonet_cosine", "matching", "matching_fce", "supervised", "supervised_finetune"}
 
 CASES = [
     (name, kind)

@@ -214,3 +214,10 @@ def test_differential_privacy_records_the_epsilon_flowers_accountant_reports(dat
         assert record["epsilon"] == pytest.approx(reference.get_epsilon(1e-3), rel=1e-6)
         assert record["delta"] == 1e-3
     assert rounds[1]["epsilon"] > rounds[0]["epsilon"]
+
+
+def test_the_fedavg_baseline_fine_tunes_a_head_on_each_test_clients_support_set(data_dir, tmp_path):
+    finetune = ("--model.init_args.adapt=finetune", "--model.init_args.finetune_steps=5")
+    federate(data_dir, tmp_path, *finetune, "--rounds=1", "--version=finetune", learner="supervised")
+    record = json.loads((tmp_path / "finetune" / "federated_result.json").read_text())["rounds"][0]
+    assert record["replies"] == 2 and 0.0 <= record["accuracy"] <= 1.0
