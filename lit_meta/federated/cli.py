@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch import seed_everything
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context  # as LightningCLI does
 
 from lit_meta._checks import _check_positive_int
 from lit_meta._cli_errors import parser_message, root_cause
