@@ -17,7 +17,8 @@ from argparse import ArgumentError
 from typing import Any
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch import seed_everything
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context  # as LightningCLI does
 
@@ -65,22 +66,15 @@ def parse(args: list[str]) -> FederatedRun:
     if config.num_threads is not None:
         _check_positive_int("num_threads", config.num_threads)
         torch.set_num_threads(config.num_threads)
-    parser.add_instantiator(_RecordHyperparameters(_plain(config.model)), MetaLearner, subclasses=True)
+    # The model's section as LightningCLI stores hyper-parameters: the parser's own YAML dump.
+    dumped = yaml.safe_load(parser.dump(config, skip_none=False))["model"]
+    parser.add_instantiator(_RecordHyperparameters(dumped), MetaLearner, subclasses=True)
     seed_everything(config.seed, verbose=False)  # the initial weights too are a function of the seed
     try:
         built = parser.instantiate_classes(config)
     except (ValueError, TypeError) as err:
         raise ValueError(str(root_cause(err))) from err
     return FederatedRun(**{k: v for k, v in vars(built).items() if k not in ("config", "num_threads", "__path__")})
-
-
-def _plain(value: Any) -> Any:
-    """A parsed ``Namespace`` as plain dicts and lists (what LightningCLI stores as hyper-parameters)."""
-    if isinstance(value, Namespace):
-        return {k: _plain(v) for k, v in vars(value).items() if k != "__path__"}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def main(args: list[str]) -> None:
