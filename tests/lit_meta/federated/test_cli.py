@@ -11,18 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lit_meta.cli import main
 from tests.helpers import ROOT
-from tests.helpers.fabricate import minimal_omniglot
 from tests.lit_meta.test_adapt import task_folders
 
 CONFIGS = ROOT / "configs" / "federated" / "omniglot"
 # base.yaml and the files that modify a run (not learners), each tested below.
 MODIFIERS = ("base", "centralised", "dp")
 LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in MODIFIERS)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return minimal_omniglot(str(tmp_path_factory.mktemp("omniglot")), characters=6)
 
 
 def federate(data_dir: str, logs: Path, *options: str, learner: str = "protonet") -> None:

@@ -157,6 +157,15 @@ def test_weights_of_another_shape_are_refused():
         check_arrays(other, reference)
 
 
+def _release_hung_nodes(release: threading.Event) -> None:
+    """Let the calls that outlived their timeout end: a late call seeds global RNGs, which must not
+    happen in the middle of another test."""
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("node-"):
+            thread.join(30)
+
+
 def test_a_client_past_the_round_timeout_gives_no_reply_and_the_round_completes():
     learner = build("protonet", "classification")
     release = threading.Event()
@@ -173,10 +182,7 @@ def test_a_client_past_the_round_timeout_gives_no_reply_and_the_round_completes(
     try:
         result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, round_timeout=2.0)
     finally:
-        release.set()
-        for thread in threading.enumerate():  # the late call seeds global RNGs: let it end before other tests
-            if thread.name.startswith("node-"):
-                thread.join(30)
+        _release_hung_nodes(release)
     train = [r for r in grid.replies if r.metadata.message_type == "train"]
     assert sorted(r.content.metric_records["metrics"]["num-examples"] for r in train) == [10, 20, 40]
     assert result.arrays is not None
@@ -205,10 +211,7 @@ def test_one_client_failing_every_round_alternately_raising_and_hanging():
     try:
         result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=2.0, on_round=on_round)
     finally:
-        release.set()
-        for thread in threading.enumerate():
-            if thread.name.startswith("node-"):
-                thread.join(30)
+        _release_hung_nodes(release)
     assert [result.rounds[r]["replies"] for r in (1, 2)] == [3, 3]
     for server_round in (1, 2):
         aggregate, replies = aggregates[server_round]

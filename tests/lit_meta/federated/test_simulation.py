@@ -7,10 +7,10 @@ import json
 
 import torch
 
-from tests.lit_meta.federated.test_cli import data_dir, federate  # noqa: F401 - the fixture is used by name
+from tests.lit_meta.federated.test_cli import federate
 
 
-def test_two_rounds_on_flowers_simulation_runtime_match_the_in_process_run(data_dir, tmp_path):  # noqa: F811
+def test_two_rounds_on_flowers_simulation_runtime_match_the_in_process_run(data_dir, tmp_path):
     federate(data_dir, tmp_path, "--version=ray", "--backend=simulation", "--num_cpus=2")
     federate(data_dir, tmp_path, "--version=local")
     rounds = json.loads((tmp_path / "ray" / "federated_result.json").read_text())["rounds"]
