@@ -107,33 +107,46 @@ def test_plotting_has_no_lightning_imports():
     assert sorted(m for m in imported if m.split(".")[0] in ("lightning", "pytorch_lightning")) == []
 
 
-def _federated(module: str) -> bool:
-    return "federated" in module.split(".")
+# Optional subsystems: their package and the third-party libraries only they may import.
+OPTIONAL = {"federated": ("flwr", "ray"), "tuning": ("optuna", "optuna_integration")}
+# `lit-meta federate` and `lit-meta tune` dispatch to their CLI from inside a function, only for that subcommand.
+LAZY = {
+    "lit_meta.cli": {
+        "lit_meta.federated.cli",
+        "lit_meta.federated.cli.main",
+        "lit_meta.tuning.cli",
+        "lit_meta.tuning.cli.main",
+    }
+}
 
 
-# `lit-meta federate` dispatches to the federated CLI from inside a function, only for that subcommand.
-LAZY_FEDERATED = {"lit_meta.cli": {"lit_meta.federated.cli", "lit_meta.federated.cli.main"}}
+def _inside(subsystem: str, module: str) -> bool:
+    return subsystem in module.split(".")
 
 
-def test_only_federated_modules_import_flower():
-    """``flwr`` is needed to federate, not to meta-learn: only ``lit_meta.federated`` and
-    ``datamodules.federated`` import it or the federated modules (bar the CLI's lazy dispatch)."""
+@pytest.mark.parametrize("subsystem", sorted(OPTIONAL))
+def test_only_an_optional_subsystem_imports_its_libraries(subsystem):
+    """``flwr`` is needed to federate and ``optuna`` to tune, not to meta-learn: only
+    ``lit_meta.federated`` and ``datamodules.federated`` import Flower or the federated modules,
+    only ``lit_meta.tuning`` Optuna (bar the CLI's lazy dispatch)."""
+    libraries = OPTIONAL[subsystem]
     offenders = sorted(
         f"{module_name(path)} imports {target}"
         for package in PACKAGES
         for path in (ROOT / package).rglob("*.py")
-        if not _federated(module_name(path))
+        if not _inside(subsystem, module_name(path))
         for target in imports_of(path)
-        if (target.split(".")[0] == "flwr" or _federated(target))
-        and target not in LAZY_FEDERATED.get(module_name(path), ())
+        if (target.split(".")[0] in libraries or _inside(subsystem, target))
+        and target not in LAZY.get(module_name(path), ())
     )
     assert offenders == []
 
 
-def test_the_packages_and_the_cli_load_without_flower():
+def test_the_packages_and_the_cli_load_without_flower_or_optuna():
+    libraries = sorted(lib for libs in OPTIONAL.values() for lib in libs)
     code = (
         "import sys, lit_meta, lit_meta.cli, lit_meta.algorithms, datamodules, callbacks\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'flwr', 'ray'}))"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(libraries)!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

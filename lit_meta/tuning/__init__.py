@@ -1,0 +1,19 @@
+"""Distributed hyper-parameter search of ``lit-meta fit`` configs on Optuna (``lit-meta tune``).
+
+- :mod:`~lit_meta.tuning.space`: the search space, YAML keyed by ``lit-meta fit`` argument names.
+- :mod:`~lit_meta.tuning.fit_config`: the trial's command line, checked against the fit parser
+  before any trial runs, and the best trial's complete config.
+- :mod:`~lit_meta.tuning.storage`: journal file or SQLAlchemy database, with heartbeats and retries.
+- :mod:`~lit_meta.tuning.study`: the worker loop, one ``lit-meta fit`` per trial with Optuna's
+  Lightning pruning callback; the study holds the trial budget.
+- :mod:`~lit_meta.tuning.report`: the table of trials and its CSV.
+- :mod:`~lit_meta.tuning.cli`: the command.
+
+Nothing in the rest of ``lit_meta`` imports this package (bar the ``lit-meta tune`` dispatch), so
+Optuna is only needed to tune.
+"""
+
+from lit_meta.tuning.space import Dimension, load_space, parse_space
+from lit_meta.tuning.study import TuneSpec, counted, open_study, work
+
+__all__ = ["Dimension", "TuneSpec", "counted", "load_space", "open_study", "parse_space", "work"]
