@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.images import ImagePreprocessing
+from lit_meta.seeding import key_seed
 
 SPLITS = ("train", "val", "test")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -112,6 +113,54 @@ def rank_and_world(trainer: object | None) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
+def batches_done(trainer: object | None) -> int:
+    """Training batches the run of ``trainer`` has consumed, over all epochs (restored from a
+    checkpoint on resume, so a resumed stream carries on where the checkpoint left it); 0 without one."""
+    if trainer is None:
+        return 0
+    return trainer.fit_loop.epoch_loop.batch_progress.total.ready
+
+
+def is_fitting(trainer: object | None) -> bool:
+    """Whether ``trainer`` is in ``fit`` (a checkpoint restored then resumes a training run)."""
+    return trainer is not None and trainer.state.fn == "fit"
+
+
+def check_resumed_episodes(saved: dict[str, object] | None, current: dict[str, object]) -> None:
+    """Refuse to resume a run from a checkpoint written for other training episodes.
+
+    Args:
+        saved: the episode shape the checkpoint was written for (``None``: not recorded, accepted).
+        current: the episode shape of this run, e.g. ``{"ways": 5, "shots": 1, ...}``.
+    """
+    if saved is not None and dict(saved) != current:
+
+        def text(shape: dict[str, object]) -> str:
+            return ", ".join(f"{k}={v}" for k, v in shape.items())
+
+        raise ValueError(
+            f"Expected a checkpoint written for training episodes {text(current)} to resume this run, but got one "
+            f"for {text(dict(saved))}; resume with the episodes it was written for, or start a new run."
+        )
+
+
+class ResumableEpisodes:
+    """Mixin of a datamodule: its checkpoint state is the shape of its training episodes
+    (``training_episodes()``), and resuming a ``fit`` from a checkpoint of another shape is refused."""
+
+    trainer: object | None
+
+    def training_episodes(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, object]:
+        return {"training_episodes": self.training_episodes()}
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        if is_fitting(self.trainer):
+            check_resumed_episodes(state_dict.get("training_episodes"), self.training_episodes())
+
+
 def rank_share_batches(items: Sequence, batch_size: int, rank: int, world: int) -> list[tuple]:
     """Rank ``rank``'s share of a fixed evaluation set, in meta-batches of ``batch_size``.
 
@@ -148,7 +197,7 @@ class _Episodes:
     def task(self, key: TaskKey) -> Task:
         """The task of ``key``: support ``(1, ways*shots, ...)``, query ``(1, ways*queries, ...)``."""
         state = random.getstate()
-        random.seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+        random.seed(key_seed(key))
         try:
             x, y = self.taskset[0]  # num_tasks=-1: a fresh description from the seeded transforms
         finally:
@@ -193,7 +242,7 @@ class EpisodeSampler(DistributedSampler):
         pass
 
 
-class EpisodicDataModule(LightningDataModule, ABC):
+class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
     """Meta-batches of N-way K-shot classification tasks; see the module docstring for sampling.
 
     A batch is a :class:`~lit_meta.tasks.Task` with support ``(B, ways*shots, C, H, W)`` and query
@@ -332,6 +381,15 @@ class EpisodicDataModule(LightningDataModule, ABC):
             self._episodes[split] = self._build_episodes(split)
         return self._episodes[split]
 
+    def training_episodes(self) -> dict[str, int]:
+        """The shape of the training episodes, which a resumed run must share with its checkpoint."""
+        return {
+            "ways": self.ways,
+            "shots": self.shots,
+            "queries": self.queries,
+            "meta_batch_size": self.meta_batch_size,
+        }
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", EpisodeSampler(self._train_batches, self.train_batches_per_epoch))
 
@@ -348,15 +406,9 @@ class EpisodicDataModule(LightningDataModule, ABC):
     def _rank_and_world(self) -> tuple[int, int]:
         return rank_and_world(self.trainer)
 
-    def _batches_done(self) -> int:
-        """Training batches this run has already consumed (restored from a checkpoint on resume)."""
-        if self.trainer is None:
-            return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
-
     def _train_batches(self) -> list[tuple[TaskKey, ...]]:
         rank, _ = self._rank_and_world()
-        start = self._batches_done()
+        start = batches_done(self.trainer)
         return [
             tuple((self.seed, rank, step, b) for b in range(self.meta_batch_size))
             for step in range(start, start + self.train_batches_per_epoch)

@@ -36,6 +36,7 @@ from datamodules.episodic import (
     _SPLIT_IDS,
     EpisodicDataModule,
     TaskKey,
+    batches_done,
     check_split,
     labels_to_indices,
     rank_share_batches,
@@ -174,7 +175,7 @@ class ClientEpisodes(EpisodicDataModule):
 
     def _train_batches(self) -> list[tuple[TaskKey, ...]]:
         rank, _ = self._rank_and_world()
-        start = self._batches_done()
+        start = batches_done(self.trainer)
         return [
             tuple((self.seed, self.client, self.server_round, rank, step, b) for b in range(self.meta_batch_size))
             for step in range(start, start + self.train_batches_per_epoch)

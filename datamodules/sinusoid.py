@@ -10,9 +10,16 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.episodic import EpisodeSampler, rank_and_world, rank_share_batches
+from datamodules.episodic import (
+    EpisodeSampler,
+    ResumableEpisodes,
+    batches_done,
+    rank_and_world,
+    rank_share_batches,
+)
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_range, _check_type
+from lit_meta.seeding import key_seed
 
 
 def sample_sinusoid_tasks(
@@ -47,18 +54,15 @@ def sample_sinusoid_tasks(
     return x, amplitudes * torch.sin(x - phases)
 
 
-class _TrainStream(Dataset):
-    """``batches`` random meta-batches per epoch, drawn in order from one generator that carries on
-    across epochs (the index only counts; each item is a fresh meta-batch)."""
+class _KeyedStream(Dataset):
+    """The meta-batch of a training key ``(seed, rank, step)``, drawn from a generator seeded by the key
+    alone: step ``s`` holds the same tasks in every run, interrupted and resumed or not."""
 
-    def __init__(self, sample: Callable[[], Task], batches: int) -> None:
-        self.sample, self.batches = sample, batches
+    def __init__(self, sample: Callable[[torch.Generator], Task]) -> None:
+        self.sample = sample
 
-    def __getitem__(self, index: int) -> Task:
-        return self.sample()
-
-    def __len__(self) -> int:
-        return self.batches
+    def __getitem__(self, key: tuple[int, ...]) -> Task:
+        return self.sample(torch.Generator().manual_seed(key_seed(key)))
 
 
 class _FixedTasks(Dataset):
@@ -71,11 +75,12 @@ class _FixedTasks(Dataset):
         return Task(*(t[list(indices)] for t in self.task))
 
 
-class SinusoidDataModule(LightningDataModule):
+class SinusoidDataModule(ResumableEpisodes, LightningDataModule):
     """Few-shot sinusoid regression (Finn et al., 2017, section 5.1); nothing to download.
 
-    Training tasks are drawn afresh for every step from a generator seeded by ``seed`` and the
-    process rank (so data-parallel ranks draw different tasks). Validation and test use fixed task
+    Training tasks are drawn afresh for every step: those of meta-batch ``s`` (counted over the run)
+    on rank ``r`` from a generator seeded by ``(seed, r, s)``, so data-parallel ranks draw different
+    tasks and a run resumed from a checkpoint sees those an uninterrupted run would. Validation and test use fixed task
     sets drawn from ``eval_seed``: the same tasks in every run whatever ``seed`` is.
 
     Args:
@@ -127,13 +132,6 @@ class SinusoidDataModule(LightningDataModule):
         _check_type("seed", seed, int)
         _check_type("eval_seed", eval_seed, int)
         self.save_hyperparameters()
-        self._train_generator: torch.Generator | None = None
-
-    def setup(self, stage: str) -> None:
-        if self._train_generator is None:
-            # Different ranks must draw different tasks; `global_rank` is 0 without a Trainer.
-            rank, _ = rank_and_world(self.trainer)
-            self._train_generator = torch.Generator().manual_seed(self.hparams.seed * 1000003 + rank)
 
     def _sample(self, num_tasks: int, shots: int, queries: int, generator: torch.Generator) -> Task:
         hp = self.hparams
@@ -147,12 +145,20 @@ class SinusoidDataModule(LightningDataModule):
         generator = torch.Generator().manual_seed(hp.eval_seed + offset)
         return self._sample(num_tasks, hp.eval_shots, hp.eval_queries, generator)
 
+    def training_episodes(self) -> dict[str, int]:
+        """The shape of the training episodes, which a resumed run must share with its checkpoint."""
+        hp = self.hparams
+        return {"shots": hp.shots, "queries": hp.queries, "meta_batch_size": hp.meta_batch_size}
+
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        if self._train_generator is None:
-            self.setup("fit")
-        sample = lambda: self._sample(hp.meta_batch_size, hp.shots, hp.queries, self._train_generator)  # noqa: E731
-        return DataLoader(_TrainStream(sample, hp.train_batches_per_epoch), batch_size=None)
+
+        def keys() -> list[tuple[int, ...]]:  # read when an epoch starts: the rank and the batches done
+            rank, start = rank_and_world(self.trainer)[0], batches_done(self.trainer)
+            return [(hp.seed, rank, step) for step in range(start, start + hp.train_batches_per_epoch)]
+
+        stream = _KeyedStream(lambda generator: self._sample(hp.meta_batch_size, hp.shots, hp.queries, generator))
+        return DataLoader(stream, sampler=EpisodeSampler(keys, hp.train_batches_per_epoch), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._fixed_loader("val")

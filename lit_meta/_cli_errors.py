@@ -20,6 +20,9 @@ from lit_meta._imports import import_subclass
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value", "NoneType")
 
 
+_CONFIGURING_HOOKS = ("setup", "prepare_data", "on_load_checkpoint", "load_state_dict")
+
+
 class CommandLineError(Exception):
     """A configuration mistake, reported as the one line of its message with exit status 2."""
 
@@ -32,15 +35,14 @@ def root_cause(err: BaseException) -> BaseException:
 
 
 def raised_while_configuring(err: BaseException) -> bool:
-    """Whether ``err`` was raised in the ``setup`` or ``prepare_data`` hook of a datamodule or module:
-    checks of the data against the configuration, before any step has run."""
+    """Whether ``err`` was raised in the ``setup``, ``prepare_data`` or checkpoint-loading hook of a
+    datamodule or module: checks of the data (or of a checkpoint to resume) against the configuration,
+    before any step has run."""
     tb: TracebackType | None = err.__traceback__
     while tb is not None:
         frame = tb.tb_frame
         owner = frame.f_locals.get("self")
-        if frame.f_code.co_name in ("setup", "prepare_data") and isinstance(
-            owner, (LightningDataModule, LightningModule)
-        ):
+        if frame.f_code.co_name in _CONFIGURING_HOOKS and isinstance(owner, (LightningDataModule, LightningModule)):
             return True
         tb = tb.tb_next
     return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from argparse import ArgumentError
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -36,6 +37,16 @@ class MetaCLI(LightningCLI):
         except ArgumentError as err:
             options = [o for action in _all_actions(parser) for o in action.option_strings]
             raise CommandLineError(parser_message(str(err), options)) from None
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI rebuilds the model from the checkpoint's hyper-parameters. That is what `test`
+        # wants; a `fit` that resumes a checkpoint of another learner than its config names is refused.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand == "fit" and ckpt_path and Path(ckpt_path).is_file():
+            written = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+            check_same_learner(self.config.fit.model.class_path, written.get("_class_path"))
+        super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:
         try:
@@ -74,6 +85,8 @@ class MetaCLI(LightningCLI):
                 raise CommandLineError(str(err)) from err
             torch.set_num_threads(threads)
         trainer = config.get("trainer")
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last" and trainer is not None:
+            resume_logger_version(trainer.get("logger"))
         if trainer is not None and trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):
             # `--trainer.enable_progress_bar false` on a config that lists a progress bar (ours do):
             # the flag wins, instead of Lightning's error about the contradiction.
@@ -87,6 +100,34 @@ class LogDirConfig(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.loggers:
             super().setup(trainer, pl_module, stage)
+
+
+def check_same_learner(configured: str, written: str | None) -> None:
+    """Raise ``CommandLineError`` if a checkpoint written by learner ``written`` (a class path; ``None``:
+    not recorded) would resume a run whose config names learner ``configured``."""
+    if written is None:
+        return
+    if import_subclass(configured, object) is not import_subclass(written, object):
+        raise CommandLineError(
+            f"Expected a checkpoint of {configured} (`model.class_path`) to resume this run, but got one of {written}."
+        )
+
+
+def resume_logger_version(logger: Any) -> None:
+    """``fit --ckpt_path last`` continues the same run: a TensorBoard or CSV logger without a version
+    takes that of the latest run under its folder holding a ``last*.ckpt`` (where Lightning's
+    ``ModelCheckpoint`` looks for it), instead of starting ``version_<n+1>`` with no checkpoint in it."""
+    class_path = getattr(logger, "class_path", "") or ""
+    if not class_path.endswith(("TensorBoardLogger", "CSVLogger")) or logger.init_args.get("version") is not None:
+        return
+    root = Path(logger.init_args.get("save_dir") or "lightning_logs") / (logger.init_args.get("name") or "")
+    runs = [
+        (ckpt.stat().st_mtime, run.name)
+        for run in root.glob("version_*")
+        for ckpt in run.glob("checkpoints/last*.ckpt")
+    ]
+    if runs:
+        logger.init_args.version = max(runs)[1]
 
 
 def _all_actions(parser: Any) -> list[Any]:

@@ -24,6 +24,7 @@ from lit_meta._checks import _check_one_of, _check_positive_int
 from lit_meta.adaptation import AdaptedLearner
 from lit_meta.evaluation import task_curves
 from lit_meta.functional import LOSSES, task_accuracies, task_losses
+from lit_meta.seeding import key_seed, seed_streams
 from lit_meta.tasks import Task
 
 Loss = Literal["mse", "cross_entropy"]
@@ -73,6 +74,7 @@ class MetaLearner(LightningModule, ABC):
         # The meta-test's per-task metric after 0..K steps; compute() gathers every rank's tasks.
         self.test_curve = CatMetric()
         self._test_curve_steps: int | None = None
+        self._stream_seed: int | None = None  # the seed of the training steps' streams, set when fit starts
 
     @property
     def is_classifier(self) -> bool:
@@ -222,11 +224,36 @@ class MetaLearner(LightningModule, ABC):
         return AdaptedLearner(self, support_x, support_y, steps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The learner's class, refused on resume by another; the seed of the run's random streams.
+        record = checkpoint.setdefault("lit_meta", {})
+        record["learner"] = _class_path(type(self))
+        record["stream_seed"] = self._stream_seed
         # How the datamodule prepared images, so that `lit-meta adapt` prepares a user's images alike.
         datamodule = getattr(self._trainer, "datamodule", None)
         preprocessing = getattr(datamodule, "preprocessing", None)
         if callable(preprocessing) and (found := preprocessing()) is not None:
-            checkpoint["lit_meta"] = {"preprocessing": found.to_dict()}
+            record["preprocessing"] = found.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return  # weights for evaluation (`lit-meta test`, `load_from_checkpoint`): any learner's state loads
+        record = checkpoint.get("lit_meta", {})
+        written_by = record.get("learner")
+        if written_by is not None and written_by != _class_path(type(self)):
+            raise ValueError(
+                f"Expected a checkpoint of {_class_path(type(self))} to resume this run, but got one of {written_by}."
+            )
+        self._stream_seed = record.get("stream_seed", self._stream_seed)
+
+    def on_fit_start(self) -> None:
+        if self._stream_seed is None:  # a new run (a resumed one has its checkpoint's)
+            self._stream_seed = torch.initial_seed()  # `seed_everything`'s seed
+
+    def on_train_batch_start(self, batch: Task, batch_idx: int) -> None:
+        # Every step's randomness (Reptile's shuffles, a backbone's dropout) is a pure function of
+        # (run, rank, step): a run resumed from any checkpoint draws what an uninterrupted one would,
+        # whatever ran in between (validation, the loaders' own draws).
+        seed_streams(key_seed((self._stream_seed, self.global_rank, self.global_step)))
 
     def configure_optimizers(self) -> Any:
         optimizer = self._optimizer_factory(self.parameters())
@@ -234,6 +261,10 @@ class MetaLearner(LightningModule, ABC):
             return optimizer
         scheduler = self._scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def head_size(module: torch.nn.Module) -> int | None:
