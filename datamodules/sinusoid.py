@@ -80,8 +80,8 @@ class SinusoidDataModule(ResumableEpisodes, LightningDataModule):
 
     Training tasks are drawn afresh for every step: those of meta-batch ``s`` (counted over the run)
     on rank ``r`` from a generator seeded by ``(seed, r, s)``, so data-parallel ranks draw different
-    tasks and a run resumed from a checkpoint sees those an uninterrupted run would. Validation and test use fixed task
-    sets drawn from ``eval_seed``: the same tasks in every run whatever ``seed`` is.
+    tasks and a run resumed from a checkpoint sees those an uninterrupted run would. Validation and
+    test use fixed task sets drawn from ``eval_seed``: the same tasks in every run whatever ``seed`` is.
 
     Args:
         shots: support points per training task (K in the paper).

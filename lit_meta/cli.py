@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
+
 from lit_meta._cli_errors import CommandLineError, raised_while_configuring
 from lit_meta.meta_cli import MetaCLI, make_cli
 
@@ -53,12 +55,46 @@ def run(args: list[str] | None = None) -> MetaCLI | None:
         if not raised_while_configuring(err) or os.environ.get("LIT_META_TRACEBACK"):
             raise
         _exit_with(subcommand, str(err))
+    except RuntimeError as err:
+        # Under DDP a process that died (killed, out of memory) breaks the others' next collective.
+        if not lost_peer(err) or os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        rank = os.environ.get("LOCAL_RANK", "0")
+        _exit_with(
+            subcommand,
+            f"Expected every DDP process to keep running, but rank {rank} lost its peers ({_first_line(err)}); "
+            "another process stopped (see its log). Resume the run with `--ckpt_path last`.",
+            status=1,
+        )
 
 
-def _exit_with(subcommand: str | None, message: str) -> None:
-    """The one line a user needs (set ``LIT_META_TRACEBACK=1`` for the traceback), exit status 2."""
+# What torch.distributed's backends say when the other end of a collective is gone.
+_PEER_LOST = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "gloo/transport",
+    "NCCL communicator was aborted",
+)
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another process of the group died."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and any(text in str(err) for text in _PEER_LOST)
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200]
+
+
+def _exit_with(subcommand: str | None, message: str, status: int = 2) -> None:
+    """The one line a user needs (set ``LIT_META_TRACEBACK=1`` for the traceback); exit status 2 for
+    a configuration mistake."""
     sys.stderr.write(f"lit-meta{' ' + subcommand if subcommand else ''}: error: {message}\n")
-    sys.exit(2)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -250,10 +250,12 @@ class MetaLearner(LightningModule, ABC):
             self._stream_seed = torch.initial_seed()  # `seed_everything`'s seed
 
     def on_train_batch_start(self, batch: Task, batch_idx: int) -> None:
-        # Every step's randomness (Reptile's shuffles, a backbone's dropout) is a pure function of
-        # (run, rank, step): a run resumed from any checkpoint draws what an uninterrupted one would,
-        # whatever ran in between (validation, the loaders' own draws).
-        seed_streams(key_seed((self._stream_seed, self.global_rank, self.global_step)))
+        # Every batch's randomness (Reptile's shuffles, a backbone's dropout) is a pure function of
+        # (run, rank, batch): a run resumed from any checkpoint draws what an uninterrupted one would,
+        # whatever ran in between (validation, the loaders' own draws). Batches, not optimizer steps,
+        # are counted: several batches share a step under gradient accumulation.
+        batch = self.trainer.fit_loop.epoch_loop.total_batch_idx
+        seed_streams(key_seed((self._stream_seed, self.global_rank, batch)))
 
     def configure_optimizers(self) -> Any:
         optimizer = self._optimizer_factory(self.parameters())

@@ -39,6 +39,10 @@ PROG = "lit-meta tune"
 WORKER_FIT_ARGS = ["--num_threads=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+class WorkerError(RuntimeError):
+    """A worker process of ``--workers`` exited with an error (its own output says why)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, as the other subcommands
         raise CommandLineError(message[:1].upper() + message[1:] + ".")
@@ -58,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds after which a worker starts no new trial")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one thread each)")
     p.add_argument("--sampler", choices=("tpe", "random", "qmc", "gp"), default="tpe")
-    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
-    p.add_argument("--pruner_startup", type=int, default=4, help="trials the median pruner completes before pruning")
+    p.add_argument("--pruner", choices=("median", "percentile", "hyperband", "none"), default="median")
+    p.add_argument(
+        "--pruner_startup", type=int, default=4, help="trials the median/percentile pruner completes before pruning"
+    )
+    p.add_argument(
+        "--pruner_percentile", type=float, default=25.0, help="the top percentile the percentile pruner keeps"
+    )
     p.add_argument("--monitor", default="val/acc", help="the validation metric to optimise and prune on")
     p.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
@@ -80,6 +89,8 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
         _check_positive_int(name, getattr(options, name))
     _check_positive_int("max_retry", options.max_retry, minimum=0)
     _check_positive_int("pruner_startup", options.pruner_startup, minimum=0)
+    if not 0 < options.pruner_percentile <= 100:
+        raise ValueError(f"Expected 0 < `pruner_percentile` <= 100, but got {options.pruner_percentile}.")
     if options.timeout is not None:
         _check_positive_float("timeout", options.timeout)
     if options.grace <= options.heartbeat:
@@ -98,6 +109,7 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
         sampler=options.sampler,
         pruner=options.pruner,
         pruner_startup=options.pruner_startup,
+        pruner_percentile=options.pruner_percentile,
         seed=options.seed,
         timeout=options.timeout,
         heartbeat_interval=options.heartbeat,
@@ -136,7 +148,7 @@ def _spawn_workers(argv: list[str], spec: TuneSpec, workers: int) -> None:
             time.sleep(2)
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
     if failed:
-        raise RuntimeError("; ".join(f"worker {i} exited with status {code}" for i, code in failed))
+        raise WorkerError("; ".join(f"worker {i} exited with status {code}" for i, code in failed))
 
 
 def report(spec: TuneSpec, options: argparse.Namespace) -> optuna.trial.FrozenTrial | None:
@@ -184,11 +196,12 @@ def main(argv: list[str]) -> None:
         if report(spec, options) is None:
             sys.stderr.write(f"{PROG}: error: no trial of study {spec.study!r} completed; see the table above.\n")
             sys.exit(1)
-    except (CommandLineError, ValueError, TypeError, FileNotFoundError) as err:
+    except (CommandLineError, ValueError, TypeError, FileNotFoundError, WorkerError) as err:
+        # A mistake (found before any trial) exits 2; a worker that broke down, 1.
         if os.environ.get("LIT_META_TRACEBACK"):
             raise
         sys.stderr.write(f"{PROG}: error: {err}\n")
-        sys.exit(2)
+        sys.exit(1 if isinstance(err, WorkerError) else 2)
 
 
 if __name__ == "__main__":

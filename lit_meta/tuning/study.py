@@ -40,7 +40,7 @@ from lit_meta.tuning.space import Dimension
 from lit_meta.tuning.storage import journal_path, open_storage
 
 Sampler = Literal["tpe", "random", "qmc", "gp"]
-Pruner = Literal["median", "hyperband", "none"]
+Pruner = Literal["median", "percentile", "hyperband", "none"]
 Direction = Literal["maximize", "minimize"]
 
 
@@ -57,8 +57,9 @@ class TuneSpec:
         monitor: the validation metric of the value and of pruning, e.g. ``"val/acc"``.
         direction: ``"maximize"`` or ``"minimize"`` ``monitor``.
         sampler: Optuna's TPE, random, quasi-Monte Carlo or Gaussian-process sampler.
-        pruner: Optuna's median or Hyperband pruner, or none.
-        pruner_startup: trials the median pruner completes before it prunes.
+        pruner: Optuna's median, percentile or Hyperband pruner, or none.
+        pruner_startup: trials the median or percentile pruner completes before it prunes.
+        pruner_percentile: the percentile pruner keeps the trials in this top percentile at each validation.
         seed: the sampler's seed (see :func:`open_study`).
         timeout: seconds after which a worker starts no new trial (``None``: no limit).
         heartbeat_interval: seconds between a running trial's heartbeats.
@@ -77,6 +78,7 @@ class TuneSpec:
     sampler: Sampler = "tpe"
     pruner: Pruner = "median"
     pruner_startup: int = 4
+    pruner_percentile: float = 25.0
     seed: int = 0
     timeout: float | None = None
     heartbeat_interval: int = 10
@@ -106,9 +108,13 @@ def make_sampler(name: Sampler, seed: int) -> optuna.samplers.BaseSampler:
     return samplers[name]()
 
 
-def make_pruner(name: Pruner, startup: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: Pruner, startup: int, percentile: float = 25.0) -> optuna.pruners.BasePruner:
+    """Optuna's pruner ``name``; ``startup``: trials the median/percentile pruner lets finish first;
+    ``percentile``: the share of trials the percentile pruner keeps at each validation (top 25%)."""
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(percentile, n_startup_trials=startup, n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -123,7 +129,7 @@ def open_study(spec: TuneSpec, worker: int = 0) -> optuna.Study:
     """
     storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry)
     sampler = make_sampler(spec.sampler, spec.seed)
-    pruner = make_pruner(spec.pruner, spec.pruner_startup)
+    pruner = make_pruner(spec.pruner, spec.pruner_startup, spec.pruner_percentile)
     try:
         study = optuna.create_study(
             study_name=spec.study,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,10 +106,9 @@ def data_dir(tmp_path_factory):
     return minimal_omniglot(str(tmp_path_factory.mktemp("omniglot")))
 
 
-def write_config(path: Path, config: dict, save_dir: Path, kill_at: int | None = None) -> Path:
-    callbacks = CALLBACKS + (
-        [{"class_path": "tests.helpers.kill.KillAt", "init_args": {"step": kill_at}}] if kill_at else []
-    )
+def write_config(path: Path, config: dict, save_dir: Path, kill_at: int | None = None, rank: int | None = None) -> Path:
+    kill = {"class_path": "tests.helpers.kill.KillAt", "init_args": {"step": kill_at, "rank": rank}}
+    callbacks = CALLBACKS + ([kill] if kill_at else [])
     full = {
         "seed_everything": 0,
         "num_threads": 1,
@@ -125,6 +125,18 @@ def write_config(path: Path, config: dict, save_dir: Path, kill_at: int | None =
     }
     path.write_text(yaml.safe_dump(full))
     return path
+
+
+def fit_process(config: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lit-meta fit --config CONFIG ARGS`` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "lit_meta.cli", "fit", f"--config={config}", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def same(a, b) -> bool:
@@ -154,19 +166,11 @@ def uninterrupted(data_dir, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kill_at", [5, 8])
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize(("name", "kill_at"), [("omniglot", 5), ("sinusoid", 8)])
 def test_a_run_killed_mid_training_resumes_to_bitwise_equal_weights(name, kill_at, data_dir, uninterrupted, tmp_path):
     config = CONFIGS[name](data_dir)
     killed = write_config(tmp_path / "killed.yaml", config, tmp_path / "logs", kill_at=kill_at)
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_meta.cli", "fit", f"--config={killed}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = fit_process(killed, cwd=tmp_path)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     saved = torch.load(tmp_path / "logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 3 * ((kill_at - 1) // 3)  # the latest checkpoint before the kill
@@ -234,3 +238,24 @@ def test_evaluating_a_checkpoint_on_other_episodes_is_not_a_resume(sinusoid_chec
     logs = f"--trainer.logger.init_args.save_dir={tmp_path}"
     cli = run(["test", f"--config={config}", "--data.init_args.shots=5", f"--ckpt_path={checkpoint}", logs])
     assert "test/loss" in cli.trainer.callback_metrics
+
+
+def test_a_ddp_rank_that_dies_stops_the_other_with_a_clear_error_and_the_run_resumes(data_dir, tmp_path):
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=6"]
+    killed = write_config(tmp_path / "killed.yaml", sinusoid_config(data_dir), tmp_path / "logs", kill_at=4, rank=1)
+    started = time.monotonic()
+    result = fit_process(killed, *ddp, cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert elapsed < 120, f"rank 0 took {elapsed:.0f} s to stop"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("lit-meta fit: error: Expected every DDP process to keep running, but rank 0 lost its peers (")
+    )
+    assert result.stderr.strip().endswith("Resume the run with `--ckpt_path last`.")
+    config = write_config(tmp_path / "c.yaml", sinusoid_config(data_dir), tmp_path / "logs")
+    resumed = fit_process(config, *ddp, "--ckpt_path=last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    checkpoints = sorted((tmp_path / "logs" / "version_0" / "checkpoints").glob("last*.ckpt"), key=os.path.getmtime)
+    assert torch.load(checkpoints[-1], weights_only=True)["global_step"] == 6
