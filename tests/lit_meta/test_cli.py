@@ -16,6 +16,7 @@ import datamodules.omniglot
 from datamodules.episodic import EpisodicDataModule
 from lit_meta.cli import MetaCLI, run
 from tests.helpers import ROOT
+from tests.helpers.configs import TUNE_SEARCHES
 from tests.helpers.fabricate import minimal_omniglot, omniglot_zip
 from tests.helpers.fabricate_vision import mini_imagenet
 
@@ -47,6 +48,8 @@ def find_experiments() -> dict[str, list[Path]]:
                 experiments[f"{family.name}/{algorithm}_5w5s"] = [base, family / f"{algorithm}_5w1s.yaml", path]
             else:
                 experiments[f"{family.name}/{path.stem}"] = [base, path]
+    for name, (stack, _) in TUNE_SEARCHES.items():
+        experiments[name] = [CONFIG_DIR / path for path in stack]
     return experiments
 
 
@@ -98,6 +101,7 @@ def test_every_config_file_is_used_by_an_experiment():
     files = {path.resolve() for path in CONFIG_DIR.rglob("*") if path.suffix in (".yaml", ".yml")}
     # `lit-meta federate` configs: each is run by tests/lit_meta/federated/test_cli.py.
     files = {path for path in files if FEDERATED not in path.parents}
+    used |= {(CONFIG_DIR / space).resolve() for _, space in TUNE_SEARCHES.values()}
     assert sorted(str(path.relative_to(ROOT)) for path in files - used) == []
 
 

@@ -8,6 +8,7 @@ import pytest
 from lit_meta.tuning.fit_config import best_config_yaml, check_space, overrides
 from lit_meta.tuning.space import Dimension, load_space, parse_space
 from tests.helpers import ROOT
+from tests.helpers.configs import TUNE_SEARCHES
 
 
 def test_a_space_file_becomes_dimensions(space_file):
@@ -101,6 +102,12 @@ def test_searching_training_ways_needs_fixed_evaluation_ways():
     check_space(configs, space)  # base.yaml sets eval_ways: the validation tasks stay the same
     with pytest.raises(ValueError, match=r"Expected `data.init_args.eval_ways` set in the config, but got null"):
         check_space([*configs, "--data.init_args.eval_ways=null"], space)
+
+
+@pytest.mark.parametrize(("stack", "space"), list(TUNE_SEARCHES.values()), ids=list(TUNE_SEARCHES))
+def test_every_shipped_search_space_fits_its_configs(stack, space):
+    configs = [arg for path in stack for arg in ("--config", str(ROOT / "configs" / path))]
+    check_space(configs, load_space(ROOT / "configs" / space))
 
 
 def test_the_best_config_is_complete_and_holds_the_values(tiny_config):

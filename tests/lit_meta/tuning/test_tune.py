@@ -1,5 +1,6 @@
-"""`lit-meta tune` end to end: worker processes on a journal file and on a real PostgreSQL server, a
-worker killed mid-trial and restarted, the exported best config, and mistakes refused before any trial."""
+"""`lit-meta tune` end to end: two worker processes on a real PostgreSQL server and the exported best
+config, a worker killed mid-trial on a journal file and restarted, and mistakes refused before any
+trial. (Two workers on one journal file: the searches of benchmarks/tune_pruning.py.)"""
 
 from __future__ import annotations
 
@@ -36,31 +37,6 @@ def _check_finished(study, n_trials):
     return trials
 
 
-def test_two_workers_on_one_journal_finish_the_study_and_the_best_config_reproduces_its_value(
-    tiny_config, space_file, tmp_path
-):
-    storage = f"journal:{tmp_path}/studies/j.log"
-    result = run_tune(
-        tune_command(
-            tiny_config, space_file, "j", "--n_trials=6", "--workers=2", "--pruner_startup=2", f"--storage={storage}"
-        ),
-        cwd=tmp_path,
-    )
-    trials = _check_finished(_study("j", storage), 6)
-    assert "Error" not in result.stderr.replace("ExperimentalWarning", "")
-    # Each trial is an ordinary fit with its own TensorBoard version; the table lists every trial.
-    assert sorted(p.name for p in (tmp_path / "logs" / "j").iterdir()) == [f"trial_{t.number}" for t in trials]
-    with (tmp_path / "studies" / "j.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["number"]) for r in rows] == [t.number for t in trials]
-    assert all(int(r["steps"]) == (20 if r["state"] == "COMPLETE" else int(r["steps"])) for r in rows)
-    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-    assert f"best trial {best.number}: val/loss = {best.value:.4f}" in result.stdout
-    # `lit-meta fit --config best.yaml` runs as is and reaches the best trial's validation value.
-    cli = run(["fit", f"--config={tmp_path / 'studies' / 'j_best.yaml'}", "--trainer.logger.init_args.version=again"])
-    assert cli.trainer.checkpoint_callback.best_model_score.item() == pytest.approx(best.value, rel=1e-6)
-
-
 def test_a_worker_killed_mid_trial_is_retried_by_the_restarted_one(tiny_config, space_file, tmp_path):
     storage = f"journal:{tmp_path}/studies/k.log"
     command = tune_command(
@@ -94,12 +70,28 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_restarted_one(tiny_config, 
 
 
 @pytest.mark.skipif(not postgres.available(), reason="PostgreSQL 15 binaries are not installed")
-def test_two_workers_on_a_postgresql_server_finish_the_study(tiny_config, space_file, tmp_path):
+def test_two_workers_on_a_postgresql_server_finish_the_study_and_the_best_config_reproduces_it(
+    tiny_config, space_file, tmp_path
+):
     with postgres.postgres_server() as url:
-        run_tune(
-            tune_command(tiny_config, space_file, "pg", "--n_trials=4", "--workers=2", f"--storage={url}"), cwd=tmp_path
+        result = run_tune(
+            tune_command(
+                tiny_config, space_file, "pg", "--n_trials=4", "--workers=2", "--pruner_startup=2", f"--storage={url}"
+            ),
+            cwd=tmp_path,
         )
-        _check_finished(_study("pg", url), 4)
+        trials = _check_finished(_study("pg", url), 4)
+    # Each trial is an ordinary fit with its own TensorBoard version; the table lists every trial.
+    assert sorted(p.name for p in (tmp_path / "logs" / "pg").iterdir()) == [f"trial_{t.number}" for t in trials]
+    with (tmp_path / "studies" / "pg.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in rows] == [t.number for t in trials]
+    assert all(int(r["steps"]) == 20 for r in rows if r["state"] == "COMPLETE")
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"best trial {best.number}: val/loss = {best.value:.4f}" in result.stdout
+    # `lit-meta fit --config best.yaml` runs as is and reaches the best trial's validation value.
+    cli = run(["fit", f"--config={tmp_path / 'studies' / 'pg_best.yaml'}", "--trainer.logger.init_args.version=again"])
+    assert cli.trainer.checkpoint_callback.best_model_score.item() == pytest.approx(best.value, rel=1e-6)
 
 
 def test_a_bad_search_space_is_refused_before_any_trial(tiny_config, tmp_path):
