@@ -19,7 +19,7 @@ from lit_meta.cli import run
 from lit_meta.tuning.storage import open_storage
 from lit_meta.tuning.study import counted
 from tests.helpers import postgres
-from tests.lit_meta.tuning.conftest import run_env, run_tune, tune_command
+from tests.helpers.tuning import run_env, run_tune, tune_command
 
 
 def _study(name, storage):
