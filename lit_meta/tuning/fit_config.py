@@ -14,12 +14,14 @@ from typing import Any
 
 import yaml
 
+from lit_meta._cli_errors import CommandLineError
 from lit_meta.meta_cli import MetaCLI, make_cli
 from lit_meta.tuning.space import Dimension
 
 # Arguments that decide the validation tasks: a search over them would compare trials on different tasks.
 _VALIDATION_KEYS = ("eval_ways", "eval_shots", "eval_queries", "val_tasks", "eval_seed")
-_DEFAULTS_TO_TRAINING = {"eval_ways": "ways", "eval_shots": "shots", "eval_queries": "queries"}
+# A null evaluation argument takes its training argument's value: searching the latter moves the former.
+_FOLLOWERS = {"ways": "eval_ways", "shots": "eval_shots", "queries": "eval_queries"}
 
 
 class _ParseOnly(MetaCLI):
@@ -76,9 +78,8 @@ def check_space(fit_args: Sequence[str], space: Sequence[Dimension]) -> None:
                 f"Expected the validation tasks to be the same in every trial, but `{dim.key}` is searched; "
                 "search the training episodes instead."
             )
-        training_of = {v: k for k, v in _DEFAULTS_TO_TRAINING.items()}
-        if dim.key.startswith("data.") and name in training_of:
-            follower = dim.key.rsplit(".", 1)[0] + "." + training_of[name]
+        if dim.key.startswith("data.") and name in _FOLLOWERS:
+            follower = dim.key.rsplit(".", 1)[0] + "." + _FOLLOWERS[name]
             if follower in known and config[follower] is None:
                 raise ValueError(
                     f"Expected `{follower}` set in the config, but got null: it defaults to the searched "
@@ -88,7 +89,7 @@ def check_space(fit_args: Sequence[str], space: Sequence[Dimension]) -> None:
         for value in dim.probes():
             try:
                 parse_fit([*fit_args, *overrides({dim.key: value})])
-            except Exception as err:  # the parser's one-line message, under the search space's name
+            except CommandLineError as err:  # the parser's one-line message, under the search space's name
                 raise ValueError(
                     f"Expected values of `{dim.key}` that fit its argument, but {value!r} does not: {err}"
                 ) from None
