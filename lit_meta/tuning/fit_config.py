@@ -48,11 +48,19 @@ def overrides(values: dict[str, Any]) -> list[str]:
     ]
 
 
-def parse_fit(fit_args: Sequence[str]) -> tuple[Any, Any]:
-    """``(parser, config)`` of ``lit-meta fit`` with ``fit_args``; a mistake raises ``CommandLineError``."""
+def _parse_only(fit_args: Sequence[str], cli: _ParseOnly | None = None) -> _ParseOnly:
+    """The parsed ``lit-meta fit`` command line; with ``cli``, parsed again by that CLI's parser."""
     with warnings.catch_warnings():  # LightningCLI warns when `args` are given from within a command
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = make_cli(["fit", *fit_args], cli_class=_ParseOnly)
+        if cli is None:
+            return make_cli(["fit", *fit_args], cli_class=_ParseOnly)
+        cli.parse_arguments(cli.parser, ["fit", *fit_args])
+        return cli
+
+
+def parse_fit(fit_args: Sequence[str]) -> tuple[Any, Any]:
+    """``(parser, config)`` of ``lit-meta fit`` with ``fit_args``; a mistake raises ``CommandLineError``."""
+    cli = _parse_only(fit_args)
     return cli._parser("fit"), cli.config.fit
 
 
@@ -63,7 +71,8 @@ def check_space(fit_args: Sequence[str], space: Sequence[Dimension]) -> None:
     Raises:
         ValueError: naming the key (and the nearest argument for a misspelt one).
     """
-    _, config = parse_fit(fit_args)
+    cli = _parse_only(fit_args)
+    config = cli.config.fit
     known = [key for key, _ in config.items(branches=True) if key != "config"]
     for dim in space:
         if dim.key not in known:
@@ -87,8 +96,8 @@ def check_space(fit_args: Sequence[str], space: Sequence[Dimension]) -> None:
                 )
     for dim in space:
         for value in dim.probes():
-            try:
-                parse_fit([*fit_args, *overrides({dim.key: value})])
+            try:  # the same parser again (building one per value would cost a second each)
+                _parse_only([*fit_args, *overrides({dim.key: value})], cli)
             except CommandLineError as err:  # the parser's one-line message, under the search space's name
                 raise ValueError(
                     f"Expected values of `{dim.key}` that fit its argument, but {value!r} does not: {err}"
