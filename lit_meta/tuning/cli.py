@@ -132,16 +132,15 @@ def _spawn_workers(argv: list[str], spec: TuneSpec, workers: int) -> None:
     with tqdm(total=spec.n_trials, desc=f"study {spec.study}", unit="trial", dynamic_ncols=True) as bar:
         while True:
             running = [p for p in procs if p.poll() is None]
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
-                if t.number not in done:
+            trials = study.get_trials(deepcopy=False)  # one read of the storage per poll
+            for t in trials:
+                if t.state.is_finished() and t.number not in done:
                     done.add(t.number)
                     value = f" {spec.monitor}={t.value:.4f}" if t.values else ""
                     bar.write(
                         f"trial {t.number}: {t.state.name.lower()}{value} after {t.user_attrs.get('steps', '?')} steps"
                     )
-            bar.n = min(
-                spec.n_trials, len([t for t in counted(study.get_trials(deepcopy=False)) if t.state.is_finished()])
-            )
+            bar.n = min(spec.n_trials, sum(t.state.is_finished() for t in counted(trials)))
             bar.refresh()
             if not running:
                 break
@@ -159,11 +158,10 @@ def report(spec: TuneSpec, options: argparse.Namespace) -> optuna.trial.FrozenTr
     table = Path(options.table or f"studies/{spec.study}.csv")
     write_csv(rows, table)
     print(format_table(rows))
-    states = {
-        s: sum(t.state == s for t in counted(trials)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    }
+    kept = counted(trials)
+    states = {s: sum(t.state == s for t in kept) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     print(
-        f"study {spec.study!r}: {len(counted(trials))} trials ({states[TrialState.COMPLETE]} complete, "
+        f"study {spec.study!r}: {len(kept)} trials ({states[TrialState.COMPLETE]} complete, "
         f"{states[TrialState.PRUNED]} pruned, {states[TrialState.FAIL]} failed); table: {table}"
     )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
