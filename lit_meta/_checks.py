@@ -31,6 +31,13 @@ def _check_positive_float(name: str, value: Any, allow_zero: bool = False) -> No
         raise ValueError(f"Expected `{name}` {bound}, but got {value}.")
 
 
+def _check_unit_interval(name: str, value: Any) -> None:
+    """A number in ``[0, 1]`` (a weight or a probability)."""
+    _check_type(name, value, (int, float))
+    if not 0 <= value <= 1:
+        raise ValueError(f"Expected `{name}` in [0, 1], but got {value}.")
+
+
 def _check_one_of(name: str, value: Any, choices: Collection[Any]) -> None:
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)

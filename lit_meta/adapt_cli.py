@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.algorithms.checkpoints import load_learner_checkpoint
 from lit_meta.images import IMAGE_SUFFIXES, ImagePreprocessing, list_classes
 
 PROGRESS_THRESHOLD = 300  # queries; fewer finish too fast for a progress bar to help
@@ -34,30 +34,13 @@ def load_learner(path: str) -> tuple[MetaLearner, ImagePreprocessing]:
         FileNotFoundError: no such file.
         ValueError: the file is not a checkpoint of a lit-meta learner trained on image files.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Expected a checkpoint file at {path!r}, but got no such file.")
-    try:
-        # weights_only: a checkpoint written by `lit-meta fit` holds no pickled objects.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for files that are not checkpoints
-        raise ValueError(
-            f"Expected a checkpoint written by `lit-meta fit` in {path!r}, but could not read it "
-            f"({type(err).__name__})."
-        ) from err
-    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path") if isinstance(checkpoint, dict) else None
-    learner_class = import_subclass(class_path, MetaLearner)
-    if learner_class is None:
-        raise ValueError(
-            f"Expected a checkpoint of a lit-meta learner (a MetaLearner subclass) in {path!r}, but got "
-            f"{class_path or 'another checkpoint'}."
-        )
-    preprocessing = checkpoint.get("lit_meta", {}).get("preprocessing")
+    learner, record = load_learner_checkpoint(path)
+    preprocessing = record.get("preprocessing")
     if preprocessing is None:
         raise ValueError(
             f"Expected {path!r} to record how its training images were prepared (checkpoints of image "
             f"datamodules do), but it records none."
         )
-    learner = learner_class.load_from_checkpoint(path, map_location="cpu")
     return learner, ImagePreprocessing.from_dict(preprocessing)
 
 

@@ -248,3 +248,76 @@ def inverse_variance_weights(updates: Tensor, eps: float = 1e-12) -> Tensor:
     variances = updates.double().var(dim=1, unbiased=False)
     inverse = 1.0 / (variances + eps)
     return (inverse / inverse.sum()).to(updates.dtype)
+
+
+def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Temperature-scaled distillation term of each task, ``T^2 * KL(softmax(t / T) || softmax(s / T))``.
+
+    Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015. The ``T^2`` keeps
+    the term's gradient on the scale of the cross-entropy's when ``T`` changes (their section 2).
+
+    Args:
+        student_logits: ``(B, N, C)`` logits (or log-probabilities) of the student.
+        teacher_logits: ``(B, N, C)`` the teacher's, for the same samples; treated as constants.
+        temperature: ``T > 0``; larger values soften both distributions.
+
+    Returns:
+        ``(B,)`` the term averaged over each task's ``N`` samples; 0 where the distributions agree.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"Expected teacher logits shaped like the student's {tuple(student_logits.shape)}, but got "
+            f"{tuple(teacher_logits.shape)}."
+        )
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # softmax of bf16/fp16 logits in float32
+    student_log_p = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    teacher_log_p = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
+    kl = (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(-1)  # (B, N)
+    return temperature**2 * kl.reshape(kl.shape[0], -1).mean(1)
+
+
+def distillation_losses(
+    student: Tensor, teacher: Tensor, targets: Tensor, loss: str, alpha: float, temperature: float
+) -> Tensor:
+    """Per-task distillation objective: the true loss mixed with agreement with the teacher.
+
+    Classification: ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) ||
+    softmax(student / T))`` (Hinton et al., 2015). Regression: ``(1 - alpha) * MSE(student, y) +
+    alpha * MSE(student, teacher)`` (no temperature).
+
+    Args:
+        student: ``(B, N, C)`` student logits, or ``(B, N, *out)`` outputs.
+        teacher: the teacher's, shaped like ``student``; constants.
+        targets: ``(B, N)`` labels or ``(B, N, *out)`` targets.
+        loss: ``"cross_entropy"`` or ``"mse"``.
+        alpha: weight of the teacher term in ``[0, 1]``.
+        temperature: ``T > 0`` (classification).
+
+    Returns:
+        ``(B,)`` one value per task.
+    """
+    true_loss = task_losses(student, targets, loss)
+    if loss == "cross_entropy":
+        teacher_term = soft_target_kl(student, teacher, temperature)
+    else:
+        teacher_term = task_losses(student, teacher.detach(), "mse")
+    return (1 - alpha) * true_loss + alpha * teacher_term.to(true_loss.dtype)
+
+
+def feature_hint_losses(projected: Tensor, teacher_features: Tensor) -> Tensor:
+    """Per-task feature hint ``mean_i ||proj(s_i) - t_i||^2`` (Romero et al., "FitNets", ICLR 2015).
+
+    Args:
+        projected: ``(B, N, D)`` the student's embeddings of ``N`` images per task, projected to the
+            teacher's size ``D``.
+        teacher_features: ``(B, N, D)`` the teacher's embeddings of the same images; constants.
+
+    Returns:
+        ``(B,)`` squared Euclidean distance summed over the ``D`` features, averaged over the images.
+    """
+    if projected.shape != teacher_features.shape:
+        raise ValueError(
+            f"Expected teacher features shaped like the projected student's {tuple(projected.shape)}, but got "
+            f"{tuple(teacher_features.shape)}."
+        )
+    return (projected - teacher_features.detach()).pow(2).sum(-1).mean(1)

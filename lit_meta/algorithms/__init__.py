@@ -2,6 +2,7 @@
 
 from lit_meta.algorithms.anil import ANIL
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.algorithms.distillation import MetaDistillation
 from lit_meta.algorithms.maml import MAML
 from lit_meta.algorithms.matching import MatchingNetworks
 from lit_meta.algorithms.metasgd import MetaSGD
@@ -20,4 +21,5 @@ __all__ = [
     "PrototypicalNetworks",
     "MatchingNetworks",
     "SupervisedTransfer",
+    "MetaDistillation",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -75,6 +75,9 @@ class MetaLearner(LightningModule, ABC):
         self.test_curve = CatMetric()
         self._test_curve_steps: int | None = None
         self._stream_seed: int | None = None  # the seed of the training steps' streams, set when fit starts
+        # What training minimises per task, given query predictions; None: the query loss. A learner
+        # that trains this one as a part (MetaDistillation) sets its own objective here.
+        self.objective: Callable[[Tensor, Task], Tensor] | None = None
 
     @property
     def is_classifier(self) -> bool:
@@ -109,7 +112,23 @@ class MetaLearner(LightningModule, ABC):
             (index ``k``: after ``k`` steps).
         """
 
+    def embed(self, x: Tensor) -> Tensor:
+        """Embeddings ``(N, D)`` of inputs ``(N, *input_shape)`` by the meta-learned (unadapted) body of
+        the network: what its head or metric reads (used by feature distillation)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its embeddings.")
+
     # ---- metrics -------------------------------------------------------------------------------
+    def training_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        """``(B,)`` what meta-training minimises for each task, given its query predictions ``(B, Nq, *out)``.
+
+        The query loss after adaptation, or :attr:`objective` where one is set. Every learner's
+        training step goes through here (Reptile's inner steps too, with the samples of the step as
+        the task's queries).
+        """
+        if self.objective is not None:
+            return self.objective(predictions, task)
+        return self.task_losses(predictions, task.query_y)
+
     def task_losses(self, predictions: Tensor, targets: Tensor) -> Tensor:
         """``(B,)`` loss of each task; see :func:`lit_meta.functional.task_losses`."""
         return task_losses(predictions, targets, self.loss)
@@ -138,9 +157,10 @@ class MetaLearner(LightningModule, ABC):
         predictions = self.episode(batch, training=True)
         return self.log_training(predictions, batch)
 
-    def log_training(self, predictions: Tensor, batch: Task) -> Tensor:
-        """Log ``train/loss`` (and ``train/acc``) of query predictions ``(B, Nq, *out)``; returns the loss."""
-        loss = self.task_losses(predictions, batch.query_y).mean()
+    def log_training(self, predictions: Tensor, batch: Task, losses: Tensor | None = None) -> Tensor:
+        """Log ``train/loss`` (the mean of :meth:`training_losses`, or of the ``(B,)`` ``losses`` already
+        computed) and ``train/acc`` of query predictions ``(B, Nq, *out)``; returns the loss."""
+        loss = (self.training_losses(predictions, batch) if losses is None else losses).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_tasks)
         if self.is_classifier:
             accuracy = task_accuracies(predictions.detach(), batch.query_y).mean()

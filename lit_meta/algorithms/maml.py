@@ -112,6 +112,12 @@ class MAML(MetaLearner):
         """The meta-learned (unadapted) network: ``(N, *input_shape) -> (N, *out)``."""
         return self.maml(self.body(x))
 
+    def embed(self, x: Tensor) -> Tensor:
+        # MAML's adapted backbone reads its `features`; ANIL's body is the features and adapts the head only.
+        x = self.body(x)
+        features = getattr(self.maml.module, "features", None)
+        return (features(x) if isinstance(features, nn.Module) else x).flatten(1)
+
     def resolved_inner_loop(self) -> str:
         """``"clone"`` or ``"batched"``: what ``inner_loop`` means on the learner's current device."""
         autocast_norm = self._has_batch_norm and torch.is_autocast_enabled(self.device.type)
@@ -139,22 +145,27 @@ class MAML(MetaLearner):
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         if not self.backward_per_task:
             return super().training_step(batch, batch_idx)
-        params = [p for p in self.parameters() if p.requires_grad]
+        # All that the optimizer steps: this learner's parameters, and those of a module training it
+        # as a part (MetaDistillation's feature projection).
+        params = [p for p in self.trainer.lightning_module.parameters() if p.requires_grad]
         meta_grads: list[Tensor | None] = [None] * len(params)
-        scale, predictions = self._loss_scale(), []
+        scale, predictions, losses = self._loss_scale(), [], []
         for i in range(batch.num_tasks):
             task = Task(*(t[i : i + 1] for t in batch))
             prediction = self.episode(task, training=True)
+            losses.append(self.training_losses(prediction, task)[0])
             # This task's share of the mean query loss, scaled like the outer loss under 16-mixed.
-            loss = self.task_losses(prediction, task.query_y)[0] * (scale / batch.num_tasks)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)  # frees this task's graph
+            grads = torch.autograd.grad(losses[-1] * (scale / batch.num_tasks), params, allow_unused=True)
             for j, g in enumerate(grads):
                 if g is not None:
                     meta_grads[j] = g / scale if meta_grads[j] is None else meta_grads[j] + g / scale
             predictions.append(prediction.detach())
+            losses[-1] = losses[-1].detach()  # this task's graph is freed
         # Lightning's backward of the surrogate puts the meta-gradient into .grad, through the
         # strategy's all-reduce and the precision plugin's scaling like any other loss.
-        return gradient_surrogate(params, meta_grads, self.log_training(torch.cat(predictions), batch))
+        return gradient_surrogate(
+            params, meta_grads, self.log_training(torch.cat(predictions), batch, torch.stack(losses))
+        )
 
     def _episode_clone(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
         """One learn2learn clone per task; returns query predictions ``(B, Nq, *out)`` per recorded step."""

@@ -51,6 +51,9 @@ class MetricLearner(MetaLearner):
             )
         return embedding
 
+    def embed(self, x: Tensor) -> Tensor:
+        return self(x)
+
     def embed_tasks(self, task: Task) -> tuple[Tensor, Tensor]:
         """Support ``(B, Ns, D)`` and query ``(B, Nq, D)`` embeddings.
 

@@ -84,6 +84,9 @@ class Reptile(MetaLearner):
         """The meta-learned (not fine-tuned) network."""
         return self.backbone(x)
 
+    def embed(self, x: Tensor) -> Tensor:
+        return self.backbone.features(x).flatten(1)
+
     def fine_tune(
         self,
         x: Tensor,
@@ -92,6 +95,7 @@ class Reptile(MetaLearner):
         query_x: Tensor | None = None,
         every_step: bool = False,
         batch_size: int | None = None,
+        support: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], list[Tensor]]:
         """SGD on one task's samples ``x (N, ...)``, ``y (N, ...)`` from the current weights.
 
@@ -102,6 +106,9 @@ class Reptile(MetaLearner):
             every_step: record the predictions on ``query_x`` before every step too.
             batch_size: samples per step, drawn in a fresh random order, one pass after another
                 (``None``: all samples every step).
+            support: in meta-training, the task's support set ``(Ns, ...)``, ``(Ns, ...)``: each step
+                then minimises :meth:`training_losses` of the step's samples as that task's queries
+                (the plain loss, or a distillation objective). ``None``: the plain loss.
 
         Returns:
             The fine-tuned weights by name (detached), and the predictions on ``query_x``: the final
@@ -117,7 +124,11 @@ class Reptile(MetaLearner):
                 predictions.append(functional_call(self.backbone, weights, (query_x,)).detach())
             batch = slice(None) if batch_size is None else order[step * batch_size : (step + 1) * batch_size]
             outputs = functional_call(self.backbone, weights, (x[batch],))
-            loss = task_losses(outputs[None], y[batch][None], self.loss)[0]
+            if support is None:
+                loss = task_losses(outputs[None], y[batch][None], self.loss)[0]
+            else:
+                step_task = Task(support[0][None], support[1][None], x[batch][None], y[batch][None])
+                loss = self.training_losses(outputs[None], step_task)[0]
             grads = dict(zip(weights, torch.autograd.grad(loss, list(weights.values()))))
             weights = {name: p.detach().requires_grad_() for name, p in sgd_step(weights, grads, self.inner_lr).items()}
         if query_x is not None:
@@ -140,7 +151,7 @@ class Reptile(MetaLearner):
         for sx, sy, qx, qy in zip(*batch):
             x, y = torch.cat([sx, qx]), torch.cat([sy, qy])
             weights, (prediction,) = self.fine_tune(
-                x, y, self.inner_steps, query_x=qx, batch_size=self.inner_batch_size
+                x, y, self.inner_steps, query_x=qx, batch_size=self.inner_batch_size, support=(sx, sy)
             )
             adapted.append(weights)
             predictions.append(prediction)

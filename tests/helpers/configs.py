@@ -8,3 +8,19 @@ TUNE_SEARCHES = {
         "tune/fomaml_space.yaml",
     ),
 }
+
+# Meta knowledge distillation: the student's model file stacked on its teacher's config (trainer and
+# episodes). Each needs a teacher checkpoint: tests/lit_meta/test_cli.py trains one step of the teacher.
+DISTILL_STACKS = {
+    "omniglot/distill_protonet_5w1s": [
+        "omniglot/base.yaml",
+        "omniglot/protonet_5w1s.yaml",
+        "omniglot/distill/protonet.yaml",
+    ],
+    "omniglot/distill_protonet_20w1s": [
+        "omniglot/base.yaml",
+        "omniglot/protonet_20w1s.yaml",
+        "omniglot/distill/protonet.yaml",
+    ],
+    "omniglot/distill_maml_5w1s": ["omniglot/base.yaml", "omniglot/maml_5w1s.yaml", "omniglot/distill/maml.yaml"],
+}

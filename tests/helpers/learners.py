@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
 
 from lit_meta.algorithms import (
     ANIL,
     MAML,
     MatchingNetworks,
+    MetaDistillation,
     MetaLearner,
     MetaSGD,
     PrototypicalNetworks,
     Reptile,
     SupervisedTransfer,
 )
+from lit_meta.meta_cli import make_cli
 from lit_meta.models import MLP
 from tests.helpers.tasks import make_classification_task
 
@@ -53,9 +62,29 @@ LEARNERS = {
     "supervised": lambda out, loss: SupervisedTransfer(_mlp(out)),
     "supervised_finetune": lambda out, loss: SupervisedTransfer(_mlp(out), adapt="finetune", finetune_steps=3),
 }
+# MetaDistillation with a student of each family, taught by a small MAML checkpoint.
+for _family in ("maml", "maml_batched", "maml_per_task", "anil", "reptile", "protonet", "matching"):
+    LEARNERS[f"distill_{_family}"] = functools.partial(
+        lambda student, out, loss: MetaDistillation(
+            LEARNERS[student](out, loss), teacher_checkpoint(out, loss), alpha=0.5, temperature=2.0
+        ),
+        _family,
+    )
+LEARNERS["distill_maml_features"] = lambda out, loss: MetaDistillation(
+    LEARNERS["maml"](out, loss), teacher_checkpoint(out, loss), beta=0.1
+)
 
 # Metric-based and supervised-transfer learners classify; they have no regression form.
-CLASSIFIERS_ONLY = {"protonet", "protonet_cosine", "matching", "matching_fce", "supervised", "supervised_finetune"}
+CLASSIFIERS_ONLY = {
+    "protonet",
+    "protonet_cosine",
+    "matching",
+    "matching_fce",
+    "supervised",
+    "supervised_finetune",
+    "distill_protonet",
+    "distill_matching",
+}
 
 CASES = [
     (name, kind)
@@ -84,3 +113,47 @@ class BlobsDataModule(LightningDataModule):
         return DataLoader(self.tasks, batch_size=None)
 
     train_dataloader = val_dataloader = test_dataloader = predict_dataloader = _loader
+
+
+def teacher_checkpoint(out: int, loss: str) -> str:
+    """A ``lit-meta fit`` checkpoint of a small MAML teacher on :class:`BlobsDataModule` (classification,
+    ``out`` = 3) or sinusoid tasks (regression).
+
+    Written once into the folder ``$LIT_META_TEST_TEACHERS`` (made and exported on first use, so that
+    subprocesses such as the DDP script's ranks find the same files instead of training their own),
+    with the global random state left as it was: learners built before and after are the same.
+    """
+    folder = Path(os.environ.setdefault("LIT_META_TEST_TEACHERS", tempfile.mkdtemp(prefix="lit_meta_teachers_")))
+    path = folder / f"maml_{loss}_{out}.ckpt"
+    if path.exists():
+        return str(path)
+    run = folder / path.stem
+    data = (
+        ["--data=tests.helpers.learners.BlobsDataModule"]
+        if loss == "cross_entropy"
+        else ["--data=datamodules.SinusoidDataModule", "--data.meta_batch_size=2", "--data.val_tasks=2"]
+    )
+    features = FEATURES if loss == "cross_entropy" else 1
+    with isolate_rng():
+        make_cli(
+            [
+                "fit",
+                "--seed_everything=0",
+                "--model=lit_meta.algorithms.MAML",
+                f"--model.backbone={{'class_path': 'lit_meta.models.MLP', 'init_args': {{'in_features': {features}, "
+                f"'hidden': [16], 'out_features': {out}}}}}",
+                f"--model.loss={loss}",
+                "--model.inner_lr=0.1",
+                "--model.eval_inner_steps=2",
+                *data,
+                "--trainer.max_steps=2",
+                "--trainer.limit_val_batches=1",
+                "--test_after_fit=none",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+                f"--trainer.default_root_dir={run}",
+                f"--trainer.logger.init_args.save_dir={run}",
+            ]
+        )
+    shutil.copy(next(run.rglob("*.ckpt")), path)
+    return str(path)

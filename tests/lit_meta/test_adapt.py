@@ -3,7 +3,6 @@
 import csv
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ import torch
 from lit_meta.algorithms import PrototypicalNetworks
 from lit_meta.cli import main
 from lit_meta.models import CNN4
-from tests.helpers import ROOT
-from tests.helpers.fabricate import image_folder, minimal_omniglot, png_bytes
+from tests.helpers.checkpoints import fit_checkpoint, task_folders
+from tests.helpers.fabricate import image_folder, png_bytes
 from tests.helpers.learners import CASES, WAYS, build
 from tests.helpers.tasks import make_classification_task, make_regression_task
 
@@ -71,29 +70,6 @@ def test_adapt_refuses_images_with_the_wrong_channel_count():
         learner.adapt(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))
 
 
-def fit_checkpoint(folder: Path, learner: str, *options: str) -> Path:
-    """The best checkpoint of `lit-meta fit` with `configs/omniglot/<learner>.yaml` on fabricated
-    Omniglot (12 characters) in ``folder``."""
-    minimal_omniglot(str(folder / "data"), characters=12)
-    main(
-        [
-            "fit",
-            "--config",
-            str(ROOT / "configs" / "omniglot" / "base.yaml"),
-            "--config",
-            str(ROOT / "configs" / "omniglot" / f"{learner}.yaml"),
-            f"--data.data_dir={folder / 'data'}",
-            "--data.val_tasks=2",
-            "--data.test_tasks=2",
-            f"--trainer.default_root_dir={folder}",
-            f"--trainer.logger.init_args.save_dir={folder / 'logs'}",
-            "--trainer.enable_progress_bar=false",
-            *options,
-        ]
-    )
-    return next((folder / "logs").rglob("best.ckpt"))
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A Prototypical Networks checkpoint (2 steps)."""
@@ -106,15 +82,6 @@ def maml_checkpoint(tmp_path_factory):
     """A 5-way MAML checkpoint (1 step, no meta-test)."""
     options = ("--data.meta_batch_size=1", "--data.train_batches_per_epoch=1", "--trainer.max_steps=1")
     return fit_checkpoint(tmp_path_factory.mktemp("fit_maml"), "maml_5w1s", *options, "--test_after_fit=none")
-
-
-def task_folders(root: Path, classes: int = 3, queries: int = 4, mode: str = "L") -> tuple[Path, Path]:
-    for part, count in (("support", 1), ("query", queries)):
-        for k in range(classes):
-            (root / part / f"char{k}").mkdir(parents=True)
-            for i in range(count):
-                (root / part / f"char{k}" / f"{i}.png").write_bytes(png_bytes(1000 * k + 7 * (i + (part == "query"))))
-    return root / "support", root / "query"
 
 
 def test_adapt_command_writes_predictions_and_prints_accuracy(checkpoint, tmp_path, capsys):

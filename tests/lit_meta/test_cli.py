@@ -16,7 +16,7 @@ import datamodules.omniglot
 from datamodules.episodic import EpisodicDataModule
 from lit_meta.cli import MetaCLI, run
 from tests.helpers import ROOT
-from tests.helpers.configs import TUNE_SEARCHES
+from tests.helpers.configs import DISTILL_STACKS, TUNE_SEARCHES
 from tests.helpers.fabricate import minimal_omniglot, omniglot_zip
 from tests.helpers.fabricate_vision import mini_imagenet
 
@@ -49,6 +49,8 @@ def find_experiments() -> dict[str, list[Path]]:
             else:
                 experiments[f"{family.name}/{path.stem}"] = [base, path]
     for name, (stack, _) in TUNE_SEARCHES.items():
+        experiments[name] = [CONFIG_DIR / path for path in stack]
+    for name, stack in DISTILL_STACKS.items():
         experiments[name] = [CONFIG_DIR / path for path in stack]
     return experiments
 
@@ -155,6 +157,11 @@ def test_config_runs_with_fast_dev_run(stack, tmp_path, monkeypatch):
     # Two training and validation steps; one for mini-ImageNet, whose CNN-4 on 84x84 images takes
     # most of the suite's time on CPU (up to 50 s a config with two).
     steps = 1 if stack[0].parent.name == "miniimagenet" else 2
+    if stack[-1].parent.name == "distill":  # a student: one meta-training step of its teacher first
+        teacher = ["--trainer.max_steps=1", "--data.train_batches_per_epoch=1", "--trainer.check_val_every_n_epoch=1"]
+        teacher.append("--test_after_fit=none")
+        run_cli("fit", *config_args(stack[:-1]), "--trainer.accelerator", "cpu", *overrides, *teacher)
+        common.append(f"--model.init_args.teacher_ckpt={next(tmp_path.rglob('last.ckpt'))}")
     cli = run_cli("fit", *common, "--trainer.fast_dev_run", str(steps))
     assert cli.trainer.global_step == steps
     assert {"train/loss", "val/loss"} <= set(cli.trainer.logged_metrics)

@@ -27,7 +27,7 @@ from lit_meta.algorithms import Reptile
 from lit_meta.functional import reptile_displacement
 from tests.helpers import ROOT
 from tests.helpers.ddp_meta_gradient import initial_learner, meta_batch, one_step, shard
-from tests.helpers.learners import CASES, LEARNERS
+from tests.helpers.learners import CASES, LEARNERS, WAYS, teacher_checkpoint
 
 WORLD_SIZE = 2
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
@@ -37,6 +37,8 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 def ddp_run(tmp_path_factory):
     """The output folder of one run of tests/helpers/ddp_meta_gradient.py (all cases, ~20-40 s)."""
     out = tmp_path_factory.mktemp("ddp_meta_gradient")
+    for out_features, loss in ((WAYS, "cross_entropy"), (1, "mse")):
+        teacher_checkpoint(out_features, loss)  # the ranks read the distillation teachers, never train them
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "helpers" / "ddp_meta_gradient.py"), str(out)],
@@ -99,13 +101,13 @@ def test_ddp_step_equals_single_process_step(ddp_run, name, kind, tmp_path):
 
     if learner.automatic_optimization:
         # The single-process meta-gradient over all tasks, by hand.
-        learner.task_losses(learner.episode(task, training=True), task.query_y).mean().backward()
+        learner.training_losses(learner.episode(task, training=True), task).mean().backward()
         expected = {n: None if p.grad is None else p.grad for n, p in learner.named_parameters()}
         assert_same_tensors(ranks[0]["grads"], expected, "DDP vs single-process meta-gradient", **TOLERANCE)
         # Not vacuous: rank 0's own half of the tasks gives another gradient, so DDP really averaged.
         half = initial_learner(name, kind)
         local = shard(task, 0, WORLD_SIZE)
-        half.task_losses(half.episode(local, training=True), local.query_y).mean().backward()
+        half.training_losses(half.episode(local, training=True), local).mean().backward()
         assert any(
             p.grad is not None and not torch.allclose(p.grad, expected[n], **TOLERANCE)
             for n, p in half.named_parameters()

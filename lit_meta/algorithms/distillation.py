@@ -1,0 +1,221 @@
+"""Meta knowledge distillation: a small meta-learned student that adapts like a meta-trained teacher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_meta._checks import _check_positive_float, _check_type, _check_unit_interval
+from lit_meta.algorithms.base import MetaLearner
+from lit_meta.algorithms.checkpoints import load_learner_checkpoint
+from lit_meta.algorithms.reptile import Reptile
+from lit_meta.functional import distillation_losses, feature_hint_losses
+from lit_meta.tasks import Task
+
+
+class MetaDistillation(MetaLearner):
+    """Meta-train a student learner to predict, once adapted, what an adapted teacher predicts.
+
+    Per task, the frozen teacher adapts to the support set its own way and predicts the queries; the
+    student adapts its own way, and its objective on the queries is
+
+    ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
+
+    (Hinton, Vinyals and Dean, 2015, applied after adaptation rather than before it as in P-MAML,
+    Zhang et al., ECAI 2020), plus, with ``beta > 0``, the feature hint ``beta * ||proj(f_s(x)) -
+    f_t(x)||^2`` on the support and query images (Romero et al., "FitNets", ICLR 2015), ``f`` the
+    unadapted embeddings and ``proj`` a linear map meta-learned with the student and unused after
+    training. Regression students mix the MSE to the targets and to the teacher instead.
+
+    The objective replaces the student's query loss inside the student's own training step, so the
+    distillation gradient flows through its inner loop (second order where the student is), under
+    ``backward_per_task`` too; a Reptile student fine-tunes on it in its inner steps. Validation,
+    test, ``adapt`` and the callbacks see the student alone: evaluation never needs the teacher, and
+    a checkpoint holds the student (and the projection) but not the teacher.
+
+    A teacher distilled this way can teach the next generation (self-distillation, Tian et al.,
+    "Rethinking Few-Shot Image Classification", ECCV 2020): point ``teacher_ckpt`` at its checkpoint.
+
+    Args:
+        student: the learner trained, with its optimizer and schedule (MAML and its variants,
+            Reptile, Prototypical or Matching Networks).
+        teacher_ckpt: a ``lit-meta fit`` checkpoint of the teacher, any learner; loaded when fitting
+            starts and checked against the student and the data. It is never updated: its
+            parameters stay out of the optimizer, its predictions are constants, it stays in eval mode.
+        alpha: weight of the teacher term in ``[0, 1]`` (0: the student alone).
+        temperature: ``T > 0`` of the soft targets (classification).
+        beta: weight of the feature hint (0: none). Reptile has no meta-gradient for the projection
+            to learn from: keep 0 there.
+
+    Shape:
+        Those of the student: a task with support ``(B, Ns, *input_shape)`` gives query predictions
+        ``(B, Nq, *out)``.
+    """
+
+    def __init__(
+        self,
+        student: MetaLearner,
+        teacher_ckpt: str,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        beta: float = 0.0,
+    ) -> None:
+        _check_type("student", student, MetaLearner)
+        if isinstance(student, MetaDistillation):
+            raise TypeError(
+                "Expected `student` to be a learner such as MAML or PrototypicalNetworks (a distilled learner's "
+                "checkpoint can be the next teacher), but got MetaDistillation."
+            )
+        _check_type("teacher_ckpt", teacher_ckpt, str)
+        _check_unit_interval("alpha", alpha)
+        _check_positive_float("temperature", temperature)
+        _check_positive_float("beta", beta, allow_zero=True)
+        if beta > 0 and isinstance(student, Reptile):
+            raise ValueError(
+                f"Expected `beta` 0 with a Reptile student (its outer step is no gradient the feature projection "
+                f"could learn from), but got {beta}."
+            )
+        super().__init__(
+            loss=student.loss,
+            eval_inner_steps=student.eval_inner_steps,
+            optimizer=student._optimizer_factory,
+            lr_scheduler=student._scheduler_factory,
+        )
+        self.student = student
+        self.teacher_ckpt, self.alpha, self.temperature, self.beta = teacher_ckpt, alpha, temperature, beta
+        self.automatic_optimization = student.automatic_optimization
+        self.projection: nn.Linear | None = None  # built with the teacher, whose embedding size it maps to
+        # Outside the module tree: not in the state dict, the optimizer, DDP or Lightning's device moves.
+        self._teacher: list[MetaLearner] = []
+        self._teacher_preprocessing: dict | None = None  # how the teacher's training images were prepared
+        student.objective = self.distillation_losses
+
+    # ---- the student is the learner ----------------------------------------------------------------
+    @property
+    def max_ways(self) -> int | None:
+        return self.student.max_ways
+
+    @property
+    def embedding_dim(self) -> int:
+        """The student's embedding size ``D``."""
+        return embedding_size(self.student)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.student.embed(x)
+
+    def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
+        return self.student.episode(task, training=training, steps=steps, every_step=every_step)
+
+    def training_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        return self.distillation_losses(predictions, task)
+
+    def training_step(self, batch: Task, batch_idx: int) -> Tensor:
+        # The student's own step (its inner loop, Reptile's manual update, one backward per task),
+        # with `distillation_losses` as its objective; it logs through this module's hook name.
+        self.student._current_fx_name = self._current_fx_name
+        try:
+            return self.student.training_step(batch, batch_idx)
+        finally:
+            self.student._current_fx_name = None
+
+    # ---- the teacher -------------------------------------------------------------------------------
+    @property
+    def teacher(self) -> MetaLearner:
+        """The frozen teacher, loaded from ``teacher_ckpt`` on first use."""
+        if not self._teacher:
+            teacher, record = load_learner_checkpoint(self.teacher_ckpt, what="`teacher_ckpt`")
+            if teacher.loss != self.loss:
+                raise ValueError(
+                    f"Expected a teacher with loss {self.loss!r} like the student, but got one with loss "
+                    f"{teacher.loss!r} in `teacher_ckpt` {self.teacher_ckpt!r}."
+                )
+            teacher.eval()
+            self._teacher.append(teacher)
+            self._teacher_preprocessing = record.get("preprocessing")
+            if self.beta > 0 and self.projection is None:
+                self.projection = feature_projection(embedding_size(self.student), embedding_size(teacher))
+        return self._teacher[0]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage != "fit":
+            return  # evaluation needs the student only
+        self._check_teacher_data(getattr(self.trainer, "datamodule", None))  # loads the teacher (and projection)
+
+    def _check_teacher_data(self, datamodule: Any) -> None:
+        """The teacher must read the training images as they come and classify as many ways."""
+        teacher, ways = self.teacher, getattr(datamodule, "ways", None)
+        if isinstance(ways, int) and teacher.max_ways is not None and ways > teacher.max_ways:
+            raise ValueError(
+                f"Expected `data.ways` <= {teacher.max_ways} (the teacher's `out_features`), but got {ways}."
+            )
+        preprocessing = getattr(datamodule, "preprocessing", None)
+        data = preprocessing() if callable(preprocessing) else None
+        taught = self._teacher_preprocessing
+        if data is None or taught is None:
+            return
+        if (taught["channels"], taught["image_size"]) != (data.channels, data.image_size):
+            raise ValueError(
+                f"Expected a teacher trained on images like the data's ({data.channels} channel(s), "
+                f"{data.image_size}x{data.image_size}), but got one trained on {taught['channels']} channel(s), "
+                f"{taught['image_size']}x{taught['image_size']} in `teacher_ckpt` {self.teacher_ckpt!r}."
+            )
+
+    def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        """``(B,)`` the student's objective for its query predictions ``(B, Nq, *out)`` of ``task``."""
+        losses = self.student.task_losses(predictions, task.query_y)
+        if self.alpha == 0 and self.projection is None:
+            return losses
+        teacher = self.teacher
+        if teacher.device != predictions.device:
+            teacher.to(predictions.device)
+        if self.alpha > 0:
+            teacher_predictions = teacher.evaluate_episode(task)
+            losses = distillation_losses(
+                predictions, teacher_predictions, task.query_y, self.loss, self.alpha, self.temperature
+            )
+        if self.projection is not None:
+            # One forward per task over its support and query images, as the learners embed them.
+            images = torch.cat([task.support_x, task.query_x], 1)
+            student_features = torch.stack([self.student.embed(x) for x in images])
+            with torch.no_grad():
+                teacher_features = torch.stack([teacher.embed(x) for x in images])
+            hint = feature_hint_losses(self.projection(student_features), teacher_features)
+            losses = losses + self.beta * hint.to(losses.dtype)
+        return losses
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # A student trained with the feature hint kept its projection: rebuild it to load the weights.
+        weight = checkpoint.get("state_dict", {}).get("projection.weight")
+        if weight is not None and self.projection is None:
+            self.projection = feature_projection(weight.shape[1], weight.shape[0])
+
+
+def feature_projection(student_size: int, teacher_size: int) -> nn.Linear:
+    """The hint's linear map, initialised like ``nn.Linear`` but from a fixed seed: a run resumed, a
+    DDP rank and a reference built in Python all start from the same one, whatever ran before."""
+    with torch.random.fork_rng(devices=[]):  # nn.Linear draws its own initial weights: leave the global stream alone
+        projection = nn.Linear(student_size, teacher_size)
+    generator = torch.Generator().manual_seed(0)
+    bound = 1 / student_size**0.5
+    with torch.no_grad():
+        projection.weight.uniform_(-bound, bound, generator=generator)
+        projection.bias.uniform_(-bound, bound, generator=generator)
+    return projection
+
+
+def embedding_size(learner: MetaLearner) -> int:
+    """``D`` of :meth:`MetaLearner.embed`: a metric learner's embedding size, else the head's input size."""
+    size = getattr(learner, "embedding_dim", None)
+    if isinstance(size, int):
+        return size
+    linears = [m for m in learner.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"Expected a linear head on {type(learner).__name__} for the feature hint, but got none.")
+    return linears[-1].in_features

@@ -1,0 +1,284 @@
+"""MetaDistillation: the losses by hand, the gradient through the inner loop, a frozen teacher, bad input."""
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+
+from lit_meta.algorithms import MAML, MetaDistillation, PrototypicalNetworks, Reptile
+from lit_meta.cli import main
+from lit_meta.functional import distillation_losses, feature_hint_losses, soft_target_kl
+from lit_meta.images import ImagePreprocessing
+from lit_meta.models import MLP
+from tests.helpers import ROOT
+from tests.helpers.checkpoints import fit_checkpoint, task_folders
+from tests.helpers.learners import FEATURES, WAYS, BlobsDataModule, teacher_checkpoint
+from tests.helpers.tasks import make_classification_task
+
+
+# ---- the losses, by hand --------------------------------------------------------------------------
+def test_soft_target_kl_by_hand():
+    student = torch.tensor([[[0.0, 0.0]]])
+    teacher = torch.tensor([[[math.log(3.0), 0.0]]])
+    # T = 1: p_t = (3/4, 1/4), p_s = (1/2, 1/2).
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    torch.testing.assert_close(soft_target_kl(student, teacher, 1.0), torch.tensor([expected]))
+    # T = 2: p_t = (sqrt 3, 1) / (sqrt 3 + 1), times T^2 = 4.
+    high, low = math.sqrt(3) / (math.sqrt(3) + 1), 1 / (math.sqrt(3) + 1)
+    expected = 4 * (high * math.log(high / 0.5) + low * math.log(low / 0.5))
+    torch.testing.assert_close(soft_target_kl(student, teacher, 2.0), torch.tensor([expected]))
+    assert soft_target_kl(teacher, teacher, 3.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_soft_target_kl_averages_each_task_over_its_samples():
+    student, teacher = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    per_sample = [
+        [soft_target_kl(student[b, n][None, None], teacher[b, n][None, None], 2.0) for n in range(5)] for b in range(3)
+    ]
+    expected = torch.tensor([sum(row).item() / 5 for row in per_sample])
+    torch.testing.assert_close(soft_target_kl(student, teacher, 2.0), expected)
+
+
+def test_distillation_losses_mix_the_true_loss_and_the_teacher_term():
+    student, teacher = torch.randn(2, 6, 3), torch.randn(2, 6, 3)
+    labels = torch.randint(0, 3, (2, 6))
+    ce = F.cross_entropy(student.transpose(1, 2), labels, reduction="none").mean(1)
+    kl = soft_target_kl(student, teacher, 4.0)
+    torch.testing.assert_close(distillation_losses(student, teacher, labels, "cross_entropy", 0.0, 4.0), ce)
+    torch.testing.assert_close(distillation_losses(student, teacher, labels, "cross_entropy", 1.0, 4.0), kl)
+    torch.testing.assert_close(
+        distillation_losses(student, teacher, labels, "cross_entropy", 0.25, 4.0), 0.75 * ce + 0.25 * kl
+    )
+    # Regression: the MSE to the targets and to the teacher's outputs.
+    outputs, teacher_outputs, targets = torch.zeros(1, 2, 1), torch.ones(1, 2, 1), torch.full((1, 2, 1), 2.0)
+    torch.testing.assert_close(
+        distillation_losses(outputs, teacher_outputs, targets, "mse", 0.5, 1.0), torch.tensor([0.5 * 4 + 0.5 * 1])
+    )
+
+
+def test_feature_hint_is_the_squared_distance_averaged_over_images():
+    projected = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])
+    teacher = torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])
+    torch.testing.assert_close(feature_hint_losses(projected, teacher), torch.tensor([(5.0 + 25.0) / 2]))
+
+
+def test_shapes_that_differ_are_refused():
+    with pytest.raises(ValueError, match=r"Expected teacher logits shaped like the student's \(1, 2, 3\)"):
+        soft_target_kl(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), 1.0)
+    with pytest.raises(ValueError, match=r"Expected teacher features shaped like the projected student's"):
+        feature_hint_losses(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4))
+
+
+# ---- the gradient through the inner loop ----------------------------------------------------------
+def distiller(student, **options) -> MetaDistillation:
+    learner = MetaDistillation(student, teacher_checkpoint(WAYS, "cross_entropy"), **options)
+    return learner
+
+
+def reference_meta_gradient(weight, bias, teacher_logits, task, inner_lr, alpha, temperature, second_order):
+    """The distillation meta-gradient of a linear student, one inner step, written out in float64."""
+    weight, bias = weight.detach().double().requires_grad_(), bias.detach().double().requires_grad_()
+    total = 0.0
+    for b in range(task.num_tasks):
+        support_x, query_x = task.support_x[b].double(), task.query_x[b].double()
+        support_loss = F.cross_entropy(support_x @ weight.T + bias, task.support_y[b])
+        grad_w, grad_b = torch.autograd.grad(support_loss, (weight, bias), create_graph=second_order)
+        adapted_w, adapted_b = weight - inner_lr * grad_w, bias - inner_lr * grad_b
+        logits = query_x @ adapted_w.T + adapted_b
+        teacher_p = (teacher_logits[b].double() / temperature).softmax(-1)
+        kl = (teacher_p * (teacher_p.log() - (logits / temperature).log_softmax(-1))).sum(-1).mean()
+        total = total + (1 - alpha) * F.cross_entropy(logits, task.query_y[b]) + alpha * temperature**2 * kl
+    return torch.autograd.grad(total / task.num_tasks, (weight, bias))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_distillation_gradient_flows_through_the_inner_loop(first_order):
+    task = make_classification_task(3, WAYS, 2, 4, FEATURES)
+    student = MAML(MLP(FEATURES, (), WAYS), inner_lr=0.5, inner_steps=1, first_order=first_order)
+    learner = distiller(student, alpha=0.7, temperature=2.0)
+    loss = learner.training_losses(learner.episode(task, training=True), task).mean()
+    head = student.maml.module.head
+    got = torch.autograd.grad(loss, (head.weight, head.bias))
+
+    teacher_logits = learner.teacher.evaluate_episode(task)
+    args = (head.weight, head.bias, teacher_logits, task, 0.5, 0.7, 2.0)
+    expected = reference_meta_gradient(*args, second_order=not first_order)
+    other = reference_meta_gradient(*args, second_order=first_order)
+    for g, e, o in zip(got, expected, other):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(g.double(), o, rtol=1e-3, atol=1e-5), "first and second order agree: test is vacuous"
+    # The teacher term is in it: without it (alpha 0) the gradient is another.
+    plain = reference_meta_gradient(
+        head.weight, head.bias, teacher_logits, task, 0.5, 0.0, 2.0, second_order=not first_order
+    )
+    assert not torch.allclose(got[0].double(), plain[0], rtol=1e-3, atol=1e-5)
+
+
+# ---- a frozen teacher ------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["maml", "reptile", "protonet"])
+def test_the_teacher_is_frozen_and_not_saved(family, tmp_path):
+    students = {
+        "maml": lambda: MAML(MLP(FEATURES, (8,), WAYS), inner_lr=0.1, eval_inner_steps=2),
+        "reptile": lambda: Reptile(MLP(FEATURES, (8,), WAYS), inner_steps=2, eval_inner_steps=2),
+        "protonet": lambda: PrototypicalNetworks(MLP(FEATURES, (8,), WAYS)),
+    }
+    learner = distiller(students[family](), alpha=0.5, temperature=2.0, beta=0.0 if family == "reptile" else 0.1)
+    teacher = learner.teacher
+    before = {name: p.detach().clone() for name, p in teacher.named_parameters()}
+    student_before = [p.detach().clone() for p in learner.student.parameters()]
+    trainer = Trainer(
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(learner, BlobsDataModule())
+
+    assert learner.teacher is teacher and not teacher.training
+    for name, p in teacher.named_parameters():
+        assert torch.equal(p, before[name]), f"teacher {name} changed"
+        assert p.grad is None, f"teacher {name} received a gradient"
+    assert any(not torch.equal(a, b) for a, b in zip(student_before, learner.student.parameters()))
+    optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in teacher.parameters()}
+    path = tmp_path / "student.ckpt"
+    trainer.save_checkpoint(path)
+    keys = torch.load(path, weights_only=False)["state_dict"].keys()
+    assert all(key.startswith(("student.", "projection.")) for key in keys), sorted(keys)
+    assert any(key.startswith("projection.") for key in keys) == (family != "reptile")
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+def small_maml(out: int = WAYS, loss: str = "cross_entropy") -> MAML:
+    return MAML(MLP(FEATURES if loss == "cross_entropy" else 1, (8,), out), loss=loss)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"alpha": -0.1}, ValueError, r"Expected `alpha` in \[0, 1\], but got -0.1\."),
+        ({"alpha": 1.5}, ValueError, r"Expected `alpha` in \[0, 1\], but got 1.5\."),
+        ({"temperature": 0}, ValueError, r"Expected `temperature` > 0, but got 0\."),
+        ({"temperature": -2.0}, ValueError, r"Expected `temperature` > 0, but got -2.0\."),
+        ({"beta": -1.0}, ValueError, r"Expected `beta` >= 0, but got -1.0\."),
+        ({"teacher_ckpt": 3}, TypeError, r"Expected `teacher_ckpt` to be str, but got int 3\."),
+    ],
+)
+def test_bad_options_are_refused_at_construction(options, error, match):
+    with pytest.raises(error, match=match):
+        MetaDistillation(small_maml(), **{"teacher_ckpt": "teacher.ckpt", **options})
+
+
+def test_a_reptile_student_refuses_the_feature_hint():
+    with pytest.raises(ValueError, match=r"Expected `beta` 0 with a Reptile student .*, but got 0.5\."):
+        MetaDistillation(Reptile(MLP(FEATURES, (8,), WAYS)), "teacher.ckpt", beta=0.5)
+
+
+def test_a_distilled_learner_is_not_a_student():
+    inner = MetaDistillation(small_maml(), "teacher.ckpt")
+    with pytest.raises(TypeError, match=r"Expected `student` to be a learner .*, but got MetaDistillation\."):
+        MetaDistillation(inner, "teacher.ckpt")
+
+
+def fit_one_step(learner, data, tmp_path) -> None:
+    Trainer(
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    ).fit(learner, data)
+
+
+def test_a_missing_teacher_is_refused_before_training(tmp_path):
+    learner = MetaDistillation(small_maml(), str(tmp_path / "nowhere.ckpt"))
+    with pytest.raises(FileNotFoundError, match=r"Expected `teacher_ckpt` file at '.*nowhere.ckpt', but got no such"):
+        fit_one_step(learner, BlobsDataModule(), tmp_path)
+    assert learner.global_step == 0
+
+
+def test_a_file_that_is_no_learner_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "torch.nn.Linear"}}, path)
+    with pytest.raises(
+        ValueError, match=r"Expected `teacher_ckpt` of a lit-meta learner .*, but got torch.nn.Linear\."
+    ):
+        fit_one_step(MetaDistillation(small_maml(), str(path)), BlobsDataModule(), tmp_path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"Expected `teacher_ckpt` written by `lit-meta fit` .*could not read it"):
+        fit_one_step(MetaDistillation(small_maml(), str(path)), BlobsDataModule(), tmp_path)
+
+
+def test_a_regression_teacher_for_a_classifier_is_refused(tmp_path):
+    learner = MetaDistillation(small_maml(), teacher_checkpoint(1, "mse"))
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a teacher with loss 'cross_entropy' like the student, but got "
+        r"one with loss 'mse'",
+    ):
+        fit_one_step(learner, BlobsDataModule(), tmp_path)
+
+
+def test_more_ways_than_the_teacher_outputs_are_refused(tmp_path):
+    learner = MetaDistillation(PrototypicalNetworks(MLP(FEATURES, (8,), 5)), teacher_checkpoint(WAYS, "cross_entropy"))
+
+    class FiveWay(BlobsDataModule):
+        ways = 5
+
+    with pytest.raises(ValueError, match=r"Expected `data.ways` <= 3 \(the teacher's `out_features`\), but got 5\."):
+        fit_one_step(learner, FiveWay(), tmp_path)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(3, 28), (1, 84)])
+def test_a_teacher_of_other_images_is_refused(channels, size, tmp_path):
+    checkpoint = torch.load(teacher_checkpoint(WAYS, "cross_entropy"), weights_only=True)
+    checkpoint["lit_meta"]["preprocessing"] = ImagePreprocessing(channels, size).to_dict()
+    path = tmp_path / "teacher.ckpt"
+    torch.save(checkpoint, path)
+
+    class Images(BlobsDataModule):
+        def preprocessing(self):
+            return ImagePreprocessing(channels=1, image_size=28)
+
+    learner = MetaDistillation(small_maml(), str(path))
+    with pytest.raises(
+        ValueError,
+        match=rf"Expected a teacher trained on images like the data's \(1 channel\(s\), "
+        rf"28x28\), but got one trained on {channels} channel\(s\), {size}x{size}",
+    ):
+        fit_one_step(learner, Images(), tmp_path)
+
+
+# ---- the command line --------------------------------------------------------------------------------
+DISTILL_PROTONET = str(ROOT / "configs" / "omniglot" / "distill" / "protonet.yaml")
+STEPS = ("--data.ways=5", "--data.train_batches_per_epoch=2", "--trainer.max_steps=2", "--test_after_fit=none")
+
+
+def test_a_distilled_checkpoint_adapts_without_its_teacher(tmp_path, capsys):
+    teacher = fit_checkpoint(tmp_path / "teacher", "protonet_5w1s", *STEPS)
+    student = fit_checkpoint(
+        tmp_path / "student", "protonet_5w1s", *STEPS, "--config", DISTILL_PROTONET,
+        f"--model.init_args.teacher_ckpt={teacher}",
+    )  # fmt: skip
+    saved = torch.load(student, weights_only=True)
+    assert saved["lit_meta"]["learner"] == "lit_meta.algorithms.distillation.MetaDistillation"
+    assert all(key.startswith("student.") for key in saved["state_dict"])
+    teacher.unlink()  # evaluation needs the student alone
+    support, query = task_folders(tmp_path / "task")
+    main(["adapt", f"--ckpt_path={student}", f"--support={support}", f"--query={query}"])
+    assert "predicted 12 queries" in capsys.readouterr().out
+
+
+def test_a_missing_teacher_is_one_line_and_exit_status_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        fit_checkpoint(
+            tmp_path, "protonet_5w1s", *STEPS, "--config", DISTILL_PROTONET,
+            f"--model.init_args.teacher_ckpt={tmp_path / 'missing.ckpt'}",
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the warnings of running inside pytest
+    assert re.fullmatch(
+        r"lit-meta fit: error: Expected `teacher_ckpt` file at '.*missing.ckpt', but got no such file\.", err
+    ), err
