@@ -24,6 +24,7 @@ from lit_meta.algorithms import MetaDistillation, MetaLearner
 from lit_meta.algorithms.checkpoints import load_learner_checkpoint
 from lit_meta.evaluation import evaluation_mode
 from lit_meta.functional import mean_ci95, task_accuracies
+from lit_meta.tasks import Task
 
 
 def inference_parameters(learner: MetaLearner) -> int:
@@ -68,7 +69,8 @@ def main() -> None:
         test_tasks=args.tasks,
     )
     data.setup("test")
-    tasks = list(data.test_dataloader())
+    # One task at a time, as a user adapts: the loader's meta-batches split into single tasks.
+    tasks = [Task(*(t[i : i + 1] for t in batch)) for batch in data.test_dataloader() for i in range(batch.num_tasks)]
     rows = []
     for name, path in (("teacher", args.teacher), ("student", args.student), ("distilled", args.distilled)):
         learner, _ = load_learner_checkpoint(path)

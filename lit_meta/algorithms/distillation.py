@@ -138,6 +138,12 @@ class MetaDistillation(MetaLearner):
             self._teacher.append(teacher)
             self._teacher_preprocessing = record.get("preprocessing")
             if self.beta > 0 and self.projection is None:
+                for role, learner in (("student", self.student), ("teacher", teacher)):
+                    if type(learner).embed is MetaLearner.embed:
+                        raise ValueError(
+                            f"Expected a {role} that exposes its embeddings (`embed`) with `beta` > 0, but got "
+                            f"{type(learner).__name__}."
+                        )
                 self.projection = feature_projection(embedding_size(self.student), embedding_size(teacher))
         return self._teacher[0]
 

@@ -147,7 +147,8 @@ class MAML(MetaLearner):
             return super().training_step(batch, batch_idx)
         # All that the optimizer steps: this learner's parameters, and those of a module training it
         # as a part (MetaDistillation's feature projection).
-        params = [p for p in self.trainer.lightning_module.parameters() if p.requires_grad]
+        owner = getattr(self._trainer, "lightning_module", None)
+        params = [p for p in (self if owner is None else owner).parameters() if p.requires_grad]
         meta_grads: list[Tensor | None] = [None] * len(params)
         scale, predictions, losses = self._loss_scale(), [], []
         for i in range(batch.num_tasks):

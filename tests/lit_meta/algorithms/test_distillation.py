@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
 
-from lit_meta.algorithms import MAML, MetaDistillation, PrototypicalNetworks, Reptile
+from lit_meta.algorithms import MAML, MetaDistillation, MetaLearner, PrototypicalNetworks, Reptile
 from lit_meta.cli import main
 from lit_meta.functional import distillation_losses, feature_hint_losses, soft_target_kl
 from lit_meta.images import ImagePreprocessing
@@ -269,6 +269,12 @@ def test_a_distilled_checkpoint_adapts_without_its_teacher(tmp_path, capsys):
     support, query = task_folders(tmp_path / "task")
     main(["adapt", f"--ckpt_path={student}", f"--support={support}", f"--query={query}"])
     assert "predicted 12 queries" in capsys.readouterr().out
+    # Self-distillation, generation after generation: the distilled student teaches the next one.
+    second = fit_checkpoint(
+        tmp_path / "second", "protonet_5w1s", *STEPS, "--config", DISTILL_PROTONET,
+        f"--model.init_args.teacher_ckpt={student}",
+    )  # fmt: skip
+    assert torch.load(second, weights_only=True)["global_step"] == 2
 
 
 def test_a_missing_teacher_is_one_line_and_exit_status_2(tmp_path, capsys):
@@ -282,3 +288,14 @@ def test_a_missing_teacher_is_one_line_and_exit_status_2(tmp_path, capsys):
     assert re.fullmatch(
         r"lit-meta fit: error: Expected `teacher_ckpt` file at '.*missing.ckpt', but got no such file\.", err
     ), err
+
+
+def test_the_feature_hint_needs_embeddings():
+    class NoEmbeddings(MAML):
+        embed = MetaLearner.embed
+
+    learner = MetaDistillation(
+        NoEmbeddings(MLP(FEATURES, (8,), WAYS)), teacher_checkpoint(WAYS, "cross_entropy"), beta=0.1
+    )
+    with pytest.raises(ValueError, match=r"Expected a student that exposes its embeddings \(`embed`\) with `beta` > 0"):
+        _ = learner.teacher
