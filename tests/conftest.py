@@ -12,3 +12,10 @@ os.environ.update(
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _teacher_checkpoints(tmp_path_factory):
+    """Distillation teachers (tests.helpers.learners.teacher_checkpoint) go to this session's
+    temporary folder, which pytest cleans up, and subprocesses (the DDP script) read them there."""
+    os.environ["LIT_META_TEST_TEACHERS"] = str(tmp_path_factory.mktemp("teachers"))
