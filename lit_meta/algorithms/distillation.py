@@ -134,9 +134,6 @@ class MetaDistillation(MetaLearner):
                     f"Expected a teacher with loss {self.loss!r} like the student, but got one with loss "
                     f"{teacher.loss!r} in `teacher_ckpt` {self.teacher_ckpt!r}."
                 )
-            teacher.eval()
-            self._teacher.append(teacher)
-            self._teacher_preprocessing = record.get("preprocessing")
             if self.beta > 0 and self.projection is None:
                 for role, learner in (("student", self.student), ("teacher", teacher)):
                     if type(learner).embed is MetaLearner.embed:
@@ -145,6 +142,9 @@ class MetaDistillation(MetaLearner):
                             f"{type(learner).__name__}."
                         )
                 self.projection = feature_projection(embedding_size(self.student), embedding_size(teacher))
+            teacher.eval()
+            self._teacher.append(teacher)  # only once every check passed: a refused teacher is not kept
+            self._teacher_preprocessing = record.get("preprocessing")
         return self._teacher[0]
 
     def setup(self, stage: str) -> None:
@@ -174,9 +174,8 @@ class MetaDistillation(MetaLearner):
 
     def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
         """``(B,)`` the student's objective for its query predictions ``(B, Nq, *out)`` of ``task``."""
-        losses = self.student.task_losses(predictions, task.query_y)
         if self.alpha == 0 and self.projection is None:
-            return losses
+            return self.student.task_losses(predictions, task.query_y)  # the student alone: no teacher to run
         teacher = self.teacher
         if teacher.device != predictions.device:
             teacher.to(predictions.device)
@@ -185,6 +184,8 @@ class MetaDistillation(MetaLearner):
             losses = distillation_losses(
                 predictions, teacher_predictions, task.query_y, self.loss, self.alpha, self.temperature
             )
+        else:  # the hint alone: no teacher episode
+            losses = self.student.task_losses(predictions, task.query_y)
         if self.projection is not None:
             # One forward per task over its support and query images, as the learners embed them.
             images = torch.cat([task.support_x, task.query_x], 1)
@@ -206,14 +207,9 @@ class MetaDistillation(MetaLearner):
 def feature_projection(student_size: int, teacher_size: int) -> nn.Linear:
     """The hint's linear map, initialised like ``nn.Linear`` but from a fixed seed: a run resumed, a
     DDP rank and a reference built in Python all start from the same one, whatever ran before."""
-    with torch.random.fork_rng(devices=[]):  # nn.Linear draws its own initial weights: leave the global stream alone
-        projection = nn.Linear(student_size, teacher_size)
-    generator = torch.Generator().manual_seed(0)
-    bound = 1 / student_size**0.5
-    with torch.no_grad():
-        projection.weight.uniform_(-bound, bound, generator=generator)
-        projection.bias.uniform_(-bound, bound, generator=generator)
-    return projection
+    with torch.random.fork_rng(devices=[]):  # the global stream is left as it was
+        torch.manual_seed(0)
+        return nn.Linear(student_size, teacher_size)
 
 
 def embedding_size(learner: MetaLearner) -> int:

@@ -117,6 +117,21 @@ def test_distillation_gradient_flows_through_the_inner_loop(first_order):
     assert not torch.allclose(got[0].double(), plain[0], rtol=1e-3, atol=1e-5)
 
 
+def fit(learner, data, tmp_path, steps: int = 1) -> Trainer:
+    """``steps`` meta-training steps (one validation batch), without logger, checkpoints or bars."""
+    trainer = Trainer(
+        max_steps=steps,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(learner, data)
+    return trainer
+
+
 # ---- a frozen teacher ------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["maml", "reptile", "protonet"])
 def test_the_teacher_is_frozen_and_not_saved(family, tmp_path):
@@ -129,16 +144,7 @@ def test_the_teacher_is_frozen_and_not_saved(family, tmp_path):
     teacher = learner.teacher
     before = {name: p.detach().clone() for name, p in teacher.named_parameters()}
     student_before = [p.detach().clone() for p in learner.student.parameters()]
-    trainer = Trainer(
-        max_steps=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(learner, BlobsDataModule())
+    trainer = fit(learner, BlobsDataModule(), tmp_path, steps=3)
 
     assert learner.teacher is teacher and not teacher.training
     for name, p in teacher.named_parameters():
@@ -186,16 +192,10 @@ def test_a_distilled_learner_is_not_a_student():
         MetaDistillation(inner, "teacher.ckpt")
 
 
-def fit_one_step(learner, data, tmp_path) -> None:
-    Trainer(
-        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
-    ).fit(learner, data)
-
-
 def test_a_missing_teacher_is_refused_before_training(tmp_path):
     learner = MetaDistillation(small_maml(), str(tmp_path / "nowhere.ckpt"))
     with pytest.raises(FileNotFoundError, match=r"Expected `teacher_ckpt` file at '.*nowhere.ckpt', but got no such"):
-        fit_one_step(learner, BlobsDataModule(), tmp_path)
+        fit(learner, BlobsDataModule(), tmp_path)
     assert learner.global_step == 0
 
 
@@ -205,10 +205,10 @@ def test_a_file_that_is_no_learner_checkpoint_is_refused(tmp_path):
     with pytest.raises(
         ValueError, match=r"Expected `teacher_ckpt` of a lit-meta learner .*, but got torch.nn.Linear\."
     ):
-        fit_one_step(MetaDistillation(small_maml(), str(path)), BlobsDataModule(), tmp_path)
+        fit(MetaDistillation(small_maml(), str(path)), BlobsDataModule(), tmp_path)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"Expected `teacher_ckpt` written by `lit-meta fit` .*could not read it"):
-        fit_one_step(MetaDistillation(small_maml(), str(path)), BlobsDataModule(), tmp_path)
+        fit(MetaDistillation(small_maml(), str(path)), BlobsDataModule(), tmp_path)
 
 
 def test_a_regression_teacher_for_a_classifier_is_refused(tmp_path):
@@ -218,7 +218,7 @@ def test_a_regression_teacher_for_a_classifier_is_refused(tmp_path):
         match=r"Expected a teacher with loss 'cross_entropy' like the student, but got "
         r"one with loss 'mse'",
     ):
-        fit_one_step(learner, BlobsDataModule(), tmp_path)
+        fit(learner, BlobsDataModule(), tmp_path)
 
 
 def test_more_ways_than_the_teacher_outputs_are_refused(tmp_path):
@@ -228,7 +228,7 @@ def test_more_ways_than_the_teacher_outputs_are_refused(tmp_path):
         ways = 5
 
     with pytest.raises(ValueError, match=r"Expected `data.ways` <= 3 \(the teacher's `out_features`\), but got 5\."):
-        fit_one_step(learner, FiveWay(), tmp_path)
+        fit(learner, FiveWay(), tmp_path)
 
 
 @pytest.mark.parametrize(("channels", "size"), [(3, 28), (1, 84)])
@@ -248,7 +248,7 @@ def test_a_teacher_of_other_images_is_refused(channels, size, tmp_path):
         match=rf"Expected a teacher trained on images like the data's \(1 channel\(s\), "
         rf"28x28\), but got one trained on {channels} channel\(s\), {size}x{size}",
     ):
-        fit_one_step(learner, Images(), tmp_path)
+        fit(learner, Images(), tmp_path)
 
 
 # ---- the command line --------------------------------------------------------------------------------
