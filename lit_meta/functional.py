@@ -65,6 +65,30 @@ def sgd_step(
     return {name: p - lr * grads[name] for name, p in params.items()}
 
 
+def multi_step_loss_weights(steps: int, meta_step: int, anneal_steps: int) -> Tensor:
+    """Weights of the query losses after inner steps ``1..steps`` (MAML++'s multi-step loss).
+
+    Antoniou, Edwards and Storkey, "How to train your MAML", ICLR 2019, section 4 (MSL), with the
+    schedule of their code: all ``1 / S`` at first; over ``anneal_steps`` meta-steps each earlier
+    weight falls linearly to ``0.03 / S`` and the last one rises to ``1 - (S - 1) * 0.03 / S``; from
+    ``meta_step >= anneal_steps`` on, only the last step's loss counts (weight 1).
+
+    Args:
+        steps: inner steps ``S`` (>= 1).
+        meta_step: meta-training steps done so far.
+        anneal_steps: length of the schedule (> 0).
+
+    Returns:
+        ``(S,)`` non-negative weights summing to 1 (float64; cast where used).
+    """
+    if meta_step >= anneal_steps:
+        return torch.nn.functional.one_hot(torch.tensor(steps - 1), steps).double()
+    progress, floor = meta_step / anneal_steps, 0.03 / steps
+    weights = torch.full((steps,), max(1.0 / steps - progress / steps, floor), dtype=torch.float64)
+    weights[-1] = min(1.0 / steps + progress * (steps - 1) / steps, 1.0 - (steps - 1) * floor)
+    return weights
+
+
 def mean_ci95(values: Tensor) -> tuple[float, float]:
     """Mean and half-width of the normal 95% confidence interval, ``1.96 * std / sqrt(n)``.
 

@@ -153,9 +153,16 @@ class MetaLearner(LightningModule, ABC):
         if self.max_ways is not None and ways > self.max_ways:
             raise ValueError(f"Expected {what} <= {self.max_ways} (the backbone's `out_features`), but got {ways}.")
 
+    def training_episode(self, task: Task) -> tuple[Tensor, Tensor]:
+        """Meta-train on a meta-batch: its query predictions ``(B, Nq, *out)`` after adaptation and the
+        ``(B,)`` losses meta-training minimises (:meth:`training_losses`; MAML's multi-step loss
+        weighs in the predictions after every inner step)."""
+        predictions = self.episode(task, training=True)
+        return predictions, self.training_losses(predictions, task)
+
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
-        predictions = self.episode(batch, training=True)
-        return self.log_training(predictions, batch)
+        predictions, losses = self.training_episode(batch)
+        return self.log_training(predictions, batch, losses)
 
     def log_training(self, predictions: Tensor, batch: Task, losses: Tensor | None = None) -> Tensor:
         """Log ``train/loss`` (the mean of :meth:`training_losses`, or of the ``(B,)`` ``losses`` already

@@ -114,6 +114,9 @@ class MetaDistillation(MetaLearner):
     def training_losses(self, predictions: Tensor, task: Task) -> Tensor:
         return self.distillation_losses(predictions, task)
 
+    def training_episode(self, task: Task) -> tuple[Tensor, Tensor]:
+        return self.student.training_episode(task)  # the student's objective is distillation_losses
+
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         # The student's own step (its inner loop, Reptile's manual update, one backward per task),
         # with `distillation_losses` as its objective; it logs through this module's hook name.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import learn2learn as l2l
@@ -12,10 +13,12 @@ from torch.func import functional_call, grad, vmap
 
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import Loss, MetaLearner, head_size
-from lit_meta.functional import gradient_surrogate, sgd_step, task_losses
+from lit_meta.batch_norm import PerStepBatchNorm, affine_outside_batch_norm, convert_per_step_batch_norm, set_step
+from lit_meta.functional import gradient_surrogate, multi_step_loss_weights, sgd_step, task_losses
 from lit_meta.tasks import Task
 
 INNER_LOOPS = ("auto", "clone", "batched")
+_NORMS = (nn.modules.batchnorm._BatchNorm, PerStepBatchNorm)
 
 
 class MAML(MetaLearner):
@@ -47,10 +50,32 @@ class MAML(MetaLearner):
             before the next task adapts, so peak memory holds one task's graph instead of the
             meta-batch's. The meta-gradient is the same (tasks are independent); what it costs is
             the batched inner loop's parallelism (it runs the clone loop), not recomputation.
+        learn_inner_lrs: MAML++'s LSLR: learn one inner learning rate per adapted parameter tensor
+            (layer weight or bias) and per step, starting at ``inner_lr``; evaluation uses them too
+            (a step beyond ``inner_steps`` uses the last step's). They are learned as logarithms, so
+            they stay positive and the meta-optimizer changes them relative to their size: learned
+            directly, as in the paper, Adam's steps of 1e-3 sent the sinusoid's rates of 0.01 negative
+            and the inner loop to NaN within 300 meta-steps.
+        multi_step_loss_steps: MAML++'s MSL: for the first this many meta-steps the meta-loss is a
+            weighted sum of the query losses after every inner step, the weights annealed towards the
+            last step (:func:`~lit_meta.functional.multi_step_loss_weights`); 0: the last step only.
+        first_order_steps: MAML++'s derivative-order annealing: the first this many meta-steps are
+            first order, the rest second order (unless ``first_order``).
+        per_step_batch_norm: MAML++'s BNWB and BNRS: every BatchNorm of the adapted network gets its
+            own weights, biases (and running statistics, where the layer tracks them) for each inner
+            step (:class:`~lit_meta.batch_norm.PerStepBatchNorm`); they are meta-learned, not
+            adapted. With first-order gradients the rows read by support passes only get no
+            meta-gradient.
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
         optimizer: outer-loop optimizer (Adam with lr 1e-3, as in the paper, by default).
         lr_scheduler: optional schedule of the outer learning rate, stepped every meta-batch.
+
+    The four MAML++ options (Antoniou, Edwards and Storkey, "How to train your MAML", ICLR 2019) are
+    off by default and combine freely, with either inner loop, ``backward_per_task``, DDP and mixed
+    precision; its fifth, a cosine schedule of the meta learning rate, is ``lr_scheduler``.
     """
+
+    per_weight_lrs = False  # Meta-SGD learns a rate per weight, which LSLR would duplicate
 
     def __init__(
         self,
@@ -61,6 +86,10 @@ class MAML(MetaLearner):
         first_order: bool = False,
         inner_loop: Literal["auto", "clone", "batched"] = "auto",
         backward_per_task: bool = False,
+        learn_inner_lrs: bool = False,
+        multi_step_loss_steps: int = 0,
+        first_order_steps: int = 0,
+        per_step_batch_norm: bool = False,
         loss: Loss = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -79,16 +108,57 @@ class MAML(MetaLearner):
                     "Expected `inner_loop` 'clone' or 'auto' with `backward_per_task` (it adapts one task at a "
                     "time), but got 'batched'."
                 )
+        _check_type("learn_inner_lrs", learn_inner_lrs, bool)
+        _check_positive_int("multi_step_loss_steps", multi_step_loss_steps, minimum=0)
+        _check_positive_int("first_order_steps", first_order_steps, minimum=0)
+        _check_type("per_step_batch_norm", per_step_batch_norm, bool)
+        if learn_inner_lrs and self.per_weight_lrs:
+            raise ValueError(
+                f"Expected `learn_inner_lrs` False for {type(self).__name__} (it learns an inner learning rate "
+                f"for every weight already), but got True."
+            )
+        if per_step_batch_norm and self.per_weight_lrs:
+            raise ValueError(
+                f"Expected `per_step_batch_norm` False for {type(self).__name__} (its per-weight rates would cover "
+                f"the BatchNorm rows, which are not adapted), but got True."
+            )
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.first_order = first_order
         self.inner_loop = inner_loop
         self.backward_per_task = backward_per_task
-        self._batchable = _is_batchable(backbone)
-        self._has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
+        self.multi_step_loss_steps = multi_step_loss_steps
+        self.first_order_steps = first_order_steps
+        self.per_step_batch_norm = per_step_batch_norm
         body, adapted = self.split(backbone)
+        if per_step_batch_norm and convert_per_step_batch_norm(adapted, inner_steps + 1) == 0:
+            raise ValueError(
+                f"Expected BatchNorm layers in the part of the backbone that {type(self).__name__} adapts with "
+                f"`per_step_batch_norm`, but got none."
+            )
+        self._batchable = _is_batchable(backbone)
+        self._has_batch_norm = any(isinstance(m, _NORMS) for m in backbone.modules())
         self.body = body
         self.maml = self.wrap(adapted)
+        # Meta-learned, never adapted: the per-step BatchNorm rows.
+        self._frozen = {
+            f"{name}.{p}" if name else p
+            for name, layer in adapted.named_modules()
+            if isinstance(layer, PerStepBatchNorm)
+            for p, _ in layer.named_parameters(recurse=False)
+        }
+        self._adapted_names = [name for name, _ in adapted.named_parameters() if name not in self._frozen]
+        # LSLR: the log of one rate per adapted tensor and step (ParameterDict keys may not hold dots).
+        self.log_step_lrs = (
+            nn.ParameterDict(
+                {
+                    _key(name): nn.Parameter(torch.full((inner_steps,), math.log(inner_lr)))
+                    for name in self._adapted_names
+                }
+            )
+            if learn_inner_lrs
+            else None
+        )
 
     # ---- what a variant changes (ANIL: which part adapts; Meta-SGD: the learner that adapts it) ----
     def split(self, backbone: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -99,9 +169,13 @@ class MAML(MetaLearner):
         """The learn2learn learner whose ``clone()``/``adapt()`` run the inner loop."""
         return l2l.algorithms.MAML(adapted, lr=self.inner_lr, first_order=self.first_order)
 
-    def inner_lrs(self) -> float | dict[str, Tensor]:
-        """The inner step size: one number, or one tensor per adapted parameter (Meta-SGD)."""
-        return self.inner_lr
+    def inner_lrs(self, step: int) -> float | dict[str, Tensor]:
+        """The step size of inner step ``step`` (0-based): one number, or a tensor per adapted parameter
+        name (LSLR: a scalar; Meta-SGD: shaped like the parameter)."""
+        if self.log_step_lrs is None:
+            return self.inner_lr
+        row = min(step, self.inner_steps - 1)
+        return {name: self.log_step_lrs[_key(name)][row].exp() for name in self._adapted_names}
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -110,10 +184,12 @@ class MAML(MetaLearner):
 
     def forward(self, x: Tensor) -> Tensor:
         """The meta-learned (unadapted) network: ``(N, *input_shape) -> (N, *out)``."""
+        self._set_step(self.maml, 0)
         return self.maml(self.body(x))
 
     def embed(self, x: Tensor) -> Tensor:
         # MAML's adapted backbone reads its `features`; ANIL's body is the features and adapts the head only.
+        self._set_step(self.maml, 0)
         x = self.body(x)
         features = getattr(self.maml.module, "features", None)
         return (features(x) if isinstance(features, nn.Module) else x).flatten(1)
@@ -137,10 +213,20 @@ class MAML(MetaLearner):
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         if steps is None:
             steps = self.inner_steps if training else self.eval_inner_steps
-        second_order = training and not self.first_order
+        # Derivative-order annealing: first order for the first `first_order_steps` meta-steps.
+        second_order = training and not self.first_order and self.global_step >= self.first_order_steps
         adapt = self._episode_batched if self.resolved_inner_loop() == "batched" else self._episode_clone
         per_step = adapt(task, steps, second_order, every_step)
         return torch.stack(per_step) if every_step else per_step[-1]
+
+    def training_episode(self, task: Task) -> tuple[Tensor, Tensor]:
+        # While the multi-step loss's schedule runs, the objective weighs the queries after every step.
+        if self.multi_step_loss_steps == 0 or self.global_step >= self.multi_step_loss_steps or self.inner_steps == 1:
+            return super().training_episode(task)
+        weights = multi_step_loss_weights(self.inner_steps, self.global_step, self.multi_step_loss_steps)
+        per_step = self.episode(task, training=True, every_step=True)[1:]  # after inner steps 1..S
+        losses = [w * self.training_losses(p, task) for w, p in zip(weights.tolist(), per_step) if w > 0]
+        return per_step[-1], torch.stack(losses).sum(0)
 
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         if not self.backward_per_task:
@@ -153,8 +239,8 @@ class MAML(MetaLearner):
         scale, predictions, losses = self._loss_scale(), [], []
         for i in range(batch.num_tasks):
             task = Task(*(t[i : i + 1] for t in batch))
-            prediction = self.episode(task, training=True)
-            losses.append(self.training_losses(prediction, task)[0])
+            prediction, task_loss = self.training_episode(task)
+            losses.append(task_loss[0])
             # This task's share of the mean query loss, scaled like the outer loss under 16-mixed.
             grads = torch.autograd.grad(losses[-1] * (scale / batch.num_tasks), params, allow_unused=True)
             for j, g in enumerate(grads):
@@ -175,35 +261,41 @@ class MAML(MetaLearner):
             support_x, query_x = self.body(support_x), self.body(query_x)  # computed once, not per step
             learner = self.maml.clone()
             predictions = []
-            for _ in range(steps):
+            for step in range(steps):
+                self._set_step(learner, step)
                 if every_step:
                     predictions.append(learner(query_x))
                 support_loss = task_losses(learner(support_x)[None], support_y[None], self.loss)[0]
-                self._inner_update(learner, support_loss, second_order)
+                self._inner_update(learner, support_loss, second_order, step)
+            self._set_step(learner, steps)
             predictions.append(learner(query_x))
             return tuple(predictions)
 
         per_task = [adapt_task(*inputs) for inputs in zip(task.support_x, task.support_y, task.query_x)]
         return [torch.stack(step) for step in zip(*per_task)]
 
-    def _inner_update(self, learner: nn.Module, loss: Tensor, second_order: bool) -> None:
-        """``learner.adapt(loss)``, with the support loss scaled like the outer one under ``16-mixed``.
+    def _inner_update(self, learner: nn.Module, loss: Tensor, second_order: bool, step: int) -> None:
+        """One inner step of a learn2learn clone: ``theta <- theta - lr * grad`` on the adapted parameters.
 
-        Under float16 autocast, small inner gradients underflow in the backward pass just as outer
-        ones do; the inner loss is scaled by the precision plugin's current loss scale and the
-        gradients unscaled before the step (learn2learn's ``adapt`` has no such option).
+        The step size is :meth:`inner_lrs` of ``step``; per-step BatchNorm rows are not adapted. Under
+        float16 autocast, small inner gradients underflow in the backward pass just as outer ones do:
+        the support loss is scaled by the precision plugin's current loss scale and the gradients
+        unscaled before the step (learn2learn's ``adapt`` has no such option, nor per-tensor rates).
         """
-        scale = self._loss_scale()
-        if scale == 1.0:
-            learner.adapt(loss, first_order=not second_order)
-            return
-        params = list(learner.module.parameters())
+        scale, lrs = self._loss_scale(), self.inner_lrs(step)
+        named = dict(learner.module.named_parameters())
+        params = [named[name] for name in self._adapted_names]
         grads = torch.autograd.grad(loss * scale, params, retain_graph=second_order, create_graph=second_order)
-        grads = [g / scale for g in grads]
-        if isinstance(learner, l2l.algorithms.MetaSGD):
-            learner.module = l2l.algorithms.meta_sgd.meta_sgd_update(learner.module, learner.lrs, grads)
-        else:
-            learner.module = l2l.algorithms.maml.maml_update(learner.module, learner.lr, grads)
+        steps = {
+            name: (g / scale) * (lrs if isinstance(lrs, float) else lrs[name])
+            for name, g in zip(self._adapted_names, grads)
+        }
+        # learn2learn's differentiable update, here with the step already scaled (rate 1).
+        learner.module = l2l.algorithms.maml.maml_update(learner.module, 1.0, [steps.get(n) for n in named])
+
+    def _set_step(self, module: nn.Module, step: int) -> None:
+        if self.per_step_batch_norm:
+            set_step(module, step)
 
     def _loss_scale(self) -> float:
         """The float16 loss scale of the trainer's precision plugin; 1 without one (32-bit, bf16)."""
@@ -214,30 +306,44 @@ class MAML(MetaLearner):
     def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
         """All tasks at once: ``vmap`` over tasks of ``steps`` functional SGD steps."""
         module = self.maml.module
-        params = dict(module.named_parameters())
+        named = dict(module.named_parameters())
+        params = {name: named[name] for name in self._adapted_names}
+        fixed = {name: p for name, p in named.items() if name in self._frozen}
         buffers = dict(module.named_buffers())
-        loss_name, inner_lrs, body, scale = self.loss, self.inner_lrs(), self.body, self._loss_scale()
+        loss_name, body, scale = self.loss, self.body, self._loss_scale()
 
-        def support_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        def run(p: dict[str, Tensor], x: Tensor, step: int) -> Tensor:
+            self._set_step(module, step)
+            return functional_call(module, ({**p, **fixed}, buffers), (x,))
+
+        def support_loss(p: dict[str, Tensor], x: Tensor, y: Tensor, step: int) -> Tensor:
             # Scaled like the outer loss under float16 autocast (see _inner_update); unscaled below.
-            return scale * task_losses(functional_call(module, (p, buffers), (x,))[None], y[None], loss_name)[0]
+            return scale * task_losses(run(p, x, step)[None], y[None], loss_name)[0]
 
         def adapt_one(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> list[Tensor]:
             support_x, query_x = body(support_x), body(query_x)
             p, predictions = params, []
-            for _ in range(steps):
+            for step in range(steps):
                 if every_step:
-                    predictions.append(functional_call(module, (p, buffers), (query_x,)))
-                grads = grad(support_loss)(p, support_x, support_y)
+                    predictions.append(run(p, query_x, step))
+                grads = grad(support_loss)(p, support_x, support_y, step)
                 if scale != 1.0:
                     grads = {name: g / scale for name, g in grads.items()}
                 if not second_order:
                     grads = {name: g.detach() for name, g in grads.items()}
-                p = sgd_step(p, grads, inner_lrs)
-            predictions.append(functional_call(module, (p, buffers), (query_x,)))
+                p = sgd_step(p, grads, self.inner_lrs(step))
+            predictions.append(run(p, query_x, steps))
             return predictions
 
-        return vmap(adapt_one)(task.support_x, task.support_y, task.query_x)
+        try:
+            with affine_outside_batch_norm(module):
+                return vmap(adapt_one)(task.support_x, task.support_y, task.query_x)
+        finally:
+            self._set_step(module, 0)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "-")
 
 
 def _is_batchable(backbone: nn.Module) -> bool:
@@ -250,7 +356,7 @@ def _is_batchable(backbone: nn.Module) -> bool:
 
 def _check_batchable(backbone: nn.Module) -> None:
     for name, layer in backbone.named_modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats:
+        if isinstance(layer, _NORMS) and layer.track_running_stats:
             raise ValueError(
                 f"Expected no BatchNorm running statistics with `inner_loop` 'batched' (one set of "
                 f"statistics cannot be updated by all tasks at once), but got layer {name!r} with "

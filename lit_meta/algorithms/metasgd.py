@@ -23,9 +23,11 @@ class MetaSGD(MAML):
         Like :class:`MAML`; ``alpha`` adds one tensor of each parameter's shape.
     """
 
+    per_weight_lrs = True
+
     def wrap(self, adapted: nn.Module) -> l2l.algorithms.MetaSGD:
         return l2l.algorithms.MetaSGD(adapted, lr=self.inner_lr, first_order=self.first_order)
 
-    def inner_lrs(self) -> dict[str, Tensor]:
+    def inner_lrs(self, step: int) -> dict[str, Tensor]:
         names = [name for name, _ in self.maml.module.named_parameters()]
         return dict(zip(names, self.maml.lrs))

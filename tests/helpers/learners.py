@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities.seed import isolate_rng
+from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_meta.algorithms import (
@@ -35,6 +36,13 @@ def _mlp(out: int) -> MLP:
     return MLP(FEATURES if out == WAYS else 1, (8,), out)
 
 
+def _mlp_norm(out: int) -> MLP:
+    """The MLP with a BatchNorm after its hidden layer (batch statistics), for per-step BatchNorm."""
+    mlp = _mlp(out)
+    mlp.features = nn.Sequential(mlp.features[0], nn.BatchNorm1d(8, track_running_stats=False), mlp.features[1])
+    return mlp
+
+
 # Every algorithm in lit_meta.algorithms, built by (output size, loss). A new algorithm must be added
 # here: tests/lit_meta/algorithms/test_contract.py fails until it is.
 LEARNERS = {
@@ -44,6 +52,28 @@ LEARNERS = {
     ),
     "maml_per_task": lambda out, loss: MAML(
         _mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, backward_per_task=True
+    ),
+    # MAML++: every option on, the clone loop with per-step BatchNorm; the batched one anneals the order.
+    "maml_plus_plus": lambda out, loss: MAML(
+        _mlp_norm(out),
+        inner_lr=0.1,
+        inner_steps=2,
+        loss=loss,
+        eval_inner_steps=3,
+        learn_inner_lrs=True,
+        multi_step_loss_steps=10,
+        per_step_batch_norm=True,
+    ),
+    "maml_plus_plus_batched": lambda out, loss: MAML(
+        _mlp(out),
+        inner_lr=0.1,
+        inner_steps=2,
+        loss=loss,
+        eval_inner_steps=3,
+        inner_loop="batched",
+        learn_inner_lrs=True,
+        multi_step_loss_steps=10,
+        first_order_steps=1,
     ),
     "fomaml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, first_order=True),
     "metasgd": lambda out, loss: MetaSGD(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),

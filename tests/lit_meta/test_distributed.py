@@ -101,13 +101,13 @@ def test_ddp_step_equals_single_process_step(ddp_run, name, kind, tmp_path):
 
     if learner.automatic_optimization:
         # The single-process meta-gradient over all tasks, by hand.
-        learner.training_losses(learner.episode(task, training=True), task).mean().backward()
+        learner.training_episode(task)[1].mean().backward()
         expected = {n: None if p.grad is None else p.grad for n, p in learner.named_parameters()}
         assert_same_tensors(ranks[0]["grads"], expected, "DDP vs single-process meta-gradient", **TOLERANCE)
         # Not vacuous: rank 0's own half of the tasks gives another gradient, so DDP really averaged.
         half = initial_learner(name, kind)
         local = shard(task, 0, WORLD_SIZE)
-        half.training_losses(half.episode(local, training=True), local).mean().backward()
+        half.training_episode(local)[1].mean().backward()
         assert any(
             p.grad is not None and not torch.allclose(p.grad, expected[n], **TOLERANCE)
             for n, p in half.named_parameters()
