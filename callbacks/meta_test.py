@@ -26,6 +26,7 @@ class MetaTestEvaluation(Callback):
     ``meta_test.json`` into the run's log folder::
 
         {"metric": "mse" | "accuracy", "num_tasks": T, "ways": N (null for regression), "shots": K,
+         "tasks": what the datamodule drew them from (e.g. {"within": "alphabet", "alphabets": [...]}),
          "steps": {"0": {"mean": ..., "ci95": ...}, "1": {...}, ...}, "checkpoint": path or null}
 
     ``lit-meta fit`` runs the test loop on the best checkpoint when training ends
@@ -67,6 +68,7 @@ class MetaTestEvaluation(Callback):
             "num_tasks": values.shape[1],
             "ways": ways,
             "shots": shots,
+            "tasks": _eval_tasks(trainer),
             "steps": summarise(values),
             "checkpoint": None if trainer.ckpt_path is None else str(trainer.ckpt_path),
         }
@@ -96,3 +98,9 @@ class MetaTestEvaluation(Callback):
             for k, v in results["steps"].items()
         ]
         rank_zero_info("\n".join(lines) + f"\nWritten to {path}")
+
+
+def _eval_tasks(trainer: Trainer) -> dict[str, Any] | None:
+    """What the test tasks were drawn from (e.g. within one alphabet), where the datamodule says."""
+    describe = getattr(getattr(trainer, "datamodule", None), "eval_tasks", None)
+    return describe() if callable(describe) else None

@@ -28,7 +28,8 @@ import learn2learn as l2l
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_type
@@ -67,6 +68,25 @@ def check_split(split: str, class_sizes: dict[str, int], ways: int, per_class: i
                 f"Expected >= {per_class} images (`shots` + `queries`) in class {name!r} of split {split!r}, "
                 f"but got {size}."
             )
+
+
+def eligible_groups(split: str, class_groups: Sequence[str], ways: int) -> dict[str, list[int]]:
+    """``{group: its class labels}`` of the groups of ``split`` with at least ``ways`` classes (the others
+    cannot give a task; they are named in the log), in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for label, group in enumerate(class_groups):
+        groups.setdefault(group, []).append(label)
+    eligible = {group: classes for group, classes in groups.items() if len(classes) >= ways}
+    if not eligible:
+        largest = max(groups, key=lambda g: len(groups[g]))
+        raise ValueError(
+            f"Expected a group with >= {ways} classes (`ways`) for tasks within one group in split {split!r}, "
+            f"but got at most {len(groups[largest])} (in {largest!r})."
+        )
+    skipped = [f"{group} ({len(classes)})" for group, classes in groups.items() if group not in eligible]
+    if skipped:
+        rank_zero_info(f"Split {split!r}: {ways}-way tasks within one group skip {', '.join(skipped)}.")
+    return eligible
 
 
 def image_digests(dataset: Dataset) -> list[bytes]:
@@ -211,10 +231,27 @@ class _Episodes:
         return Task(task.support_x, classes[task.support_y], task.query_x, classes[task.query_y])
 
 
+class _GroupedEpisodes:
+    """Tasks whose classes all come from one group (an alphabet, a domain): one :class:`_Episodes` per
+    group over that group's samples; task ``i`` of a fixed set comes from group ``i mod G``, so every
+    group gets its share of the tasks."""
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int], groups: dict[str, list[int]], **shape: int) -> None:
+        members = labels_to_indices(labels)
+        self.groups = list(groups)
+        self.episodes = []
+        for classes in groups.values():
+            indices = [i for label in classes for i in members[label]]
+            self.episodes.append(_Episodes(Subset(dataset, indices), [labels[i] for i in indices], **shape))
+
+    def task(self, key: TaskKey) -> Task:
+        return self.episodes[key[-1] % len(self.episodes)].task(key)
+
+
 class _MetaBatches(Dataset):
     """Builds the meta-batch of a tuple of task keys (the "index" the sampler yields)."""
 
-    def __init__(self, episodes: _Episodes) -> None:
+    def __init__(self, episodes: _Episodes | _GroupedEpisodes) -> None:
         self.episodes = episodes
 
     def __getitem__(self, keys: tuple[TaskKey, ...]) -> Task:
@@ -311,7 +348,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         self.num_tasks = {"val": val_tasks, "test": test_tasks}
         self.num_workers = num_workers
         self.seed, self.eval_seed, self.global_labels = seed, eval_seed, global_labels
-        self._episodes: dict[str, _Episodes] = {}
+        self._episodes: dict[str, _Episodes | _GroupedEpisodes] = {}
         self._splits: dict[str, tuple[Dataset, Sequence[int], Sequence[str]]] = {}
         self._train_digests: dict[bytes, str] | None = None
 
@@ -330,6 +367,15 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         """How an image file becomes a model input, for ``lit-meta adapt``; ``None`` if not from files."""
         return None
 
+    def class_groups(self, split: str) -> Sequence[str] | None:
+        """The group of each class of ``split`` (indexed by label) when its tasks must stay within one
+        group (Omniglot's ``eval_within_alphabet``); ``None``: tasks draw from every class."""
+        return None
+
+    def eval_tasks(self) -> dict[str, object]:
+        """What the validation and test tasks are drawn from, recorded in ``meta_test.json``."""
+        return {"within": None}
+
     # ---- Lightning hooks -------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
@@ -337,7 +383,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
             if split not in self._episodes:
                 self._episodes[split] = self._build_episodes(split)
 
-    def _build_episodes(self, split: str) -> _Episodes:
+    def _build_episodes(self, split: str) -> _Episodes | _GroupedEpisodes:
         dataset, labels, class_names = self._split(split)
         ways, shots, queries = self.task_shape(split)
         sizes = {class_names[label]: len(indices) for label, indices in labels_to_indices(labels).items()}
@@ -348,6 +394,11 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
             train = self._training_digests() if digests is not None else None
             if train is not None:
                 check_disjoint(split, digests, labels, class_names, train)
+        class_groups = self.class_groups(split)
+        if class_groups is not None:
+            return _GroupedEpisodes(
+                dataset, labels, eligible_groups(split, class_groups, ways), ways=ways, shots=shots, queries=queries
+            )
         return _Episodes(dataset, labels, ways, shots, queries, global_labels=self.global_labels and split == "train")
 
     def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
@@ -376,7 +427,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
             return self.ways, self.shots, self.queries
         return self.eval_ways, self.eval_shots, self.eval_queries
 
-    def episodes(self, split: str) -> _Episodes:
+    def episodes(self, split: str) -> _Episodes | _GroupedEpisodes:
         if split not in self._episodes:
             self._episodes[split] = self._build_episodes(split)
         return self._episodes[split]

@@ -92,6 +92,11 @@ def read_archive(path: str, archive: str, size: int) -> list[Character]:
     return list(characters.values())
 
 
+def alphabet(character: Character) -> str:
+    """The alphabet of a character: the middle part of its ``"<archive>/<alphabet>/<character>"`` name."""
+    return character.name.split("/")[1]
+
+
 def drop_shared(evaluation: list[Character], train: list[Character]) -> list[Character]:
     """The evaluation characters none of whose image files (by content) occur among the training ones.
 
@@ -125,12 +130,22 @@ class OmniglotDataModule(EpisodicDataModule):
     With ``train_rotations``, every training character also appears rotated by 90, 180 and 270
     degrees as three new classes (Santoro et al., 2016), 4x the training classes.
 
+    Within one alphabet (Lake et al., 2015, the one-shot benchmark of their paper): with
+    ``eval_within_alphabet`` every validation and test task draws its ``eval_ways`` characters from
+    one alphabet (task ``i`` from the ``i mod A``-th alphabet with enough characters), where look-alike
+    characters make it harder than tasks across alphabets. ``eval_alphabets`` keeps only the named
+    alphabets for validation and test (e.g. ``[Tagalog]`` with ``eval_ways: 17``, all of its
+    characters), within or across them.
+
     Args:
         data_dir: folder holding (or receiving) the zips.
         split: see above.
         image_size: images are resized to ``image_size x image_size`` (28 in most papers).
         train_rotations: add rotated training classes.
         download: fetch missing zips from the authors' repository.
+        eval_within_alphabet: validation and test tasks within one alphabet (see above).
+        eval_alphabets: the alphabets (folder names, e.g. ``Japanese_(katakana)``) of validation and
+            test; ``None``: every alphabet of the evaluation characters.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
@@ -142,6 +157,8 @@ class OmniglotDataModule(EpisodicDataModule):
         image_size: int = 28,
         train_rotations: bool = True,
         download: bool = True,
+        eval_within_alphabet: bool = False,
+        eval_alphabets: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -150,6 +167,17 @@ class OmniglotDataModule(EpisodicDataModule):
         _check_positive_int("image_size", image_size)
         _check_type("train_rotations", train_rotations, bool)
         _check_type("download", download, bool)
+        _check_type("eval_within_alphabet", eval_within_alphabet, bool)
+        if eval_alphabets is not None:
+            _check_type("eval_alphabets", eval_alphabets, (list, tuple))
+            if not eval_alphabets:
+                raise ValueError(
+                    "Expected `eval_alphabets` to name at least one alphabet (or null for all), but got []."
+                )
+            for name in eval_alphabets:
+                _check_type("eval_alphabets", name, str)
+        self.eval_within_alphabet = eval_within_alphabet
+        self.eval_alphabets = None if eval_alphabets is None else list(eval_alphabets)
         self.save_hyperparameters()
         self.data_dir, self.split, self.image_size = os.fspath(data_dir), split, image_size
         self.train_rotations, self.download = train_rotations, download
@@ -204,7 +232,28 @@ class OmniglotDataModule(EpisodicDataModule):
                     "validation and test."
                 )
                 self._characters = {"train": train, "val": evaluation, "test": evaluation}
+            if self.eval_alphabets is not None:
+                for split in ("val", "test"):
+                    self._characters[split] = self._keep_alphabets(split, self._characters[split])
         return self._characters
+
+    def _keep_alphabets(self, split: str, characters: list[Character]) -> list[Character]:
+        present = sorted({alphabet(c) for c in characters})
+        unknown = [name for name in self.eval_alphabets or () if name not in present]
+        if unknown:
+            raise ValueError(
+                f"Expected `eval_alphabets` among the alphabets of split {split!r} ({', '.join(present)}), but got "
+                f"{', '.join(map(repr, unknown))}."
+            )
+        return [c for c in characters if alphabet(c) in (self.eval_alphabets or ())]
+
+    def class_groups(self, split: str) -> list[str] | None:
+        if split == "train" or not self.eval_within_alphabet:
+            return None
+        return [alphabet(c) for c in self._split_characters()[split]]
+
+    def eval_tasks(self) -> dict[str, object]:
+        return {"within": "alphabet" if self.eval_within_alphabet else None, "alphabets": self.eval_alphabets}
 
     def preprocessing(self) -> ImagePreprocessing:
         return ImagePreprocessing(channels=1, image_size=self.image_size, invert=True)

@@ -29,6 +29,7 @@ def test_callback_reports_every_step_with_ci_for_every_algorithm(name, kind, tmp
     assert results["ways"] == (None if kind == "regression" else 3)
     assert results["shots"] == (5 if kind == "regression" else 2)
     assert results["checkpoint"] is None  # the weights in memory: no --ckpt_path
+    assert results["tasks"] is None  # a datamodule that does not say what its tasks are drawn from
     assert list(results["steps"]) == ["0", "1", "2", "3"]
     assert all(0 <= v["ci95"] and math.isfinite(v["mean"]) for v in results["steps"].values())
 

@@ -24,3 +24,13 @@ DISTILL_STACKS = {
     ],
     "omniglot/distill_maml_5w1s": ["omniglot/base.yaml", "omniglot/maml_5w1s.yaml", "omniglot/distill/maml.yaml"],
 }
+
+# Add-ons stacked on another experiment's files (MAML++ on MAML's config), not run on their own.
+STACKED = {
+    "sinusoid_maml_plus_plus": ["sinusoid_maml.yaml", "sinusoid_maml_plus_plus.yaml"],
+    "omniglot/maml_plus_plus_5w1s": [
+        "omniglot/base.yaml",
+        "omniglot/maml_5w1s.yaml",
+        "omniglot/maml_plus_plus_5w1s.yaml",
+    ],
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -23,15 +24,19 @@ def png_bytes(seed: int, size: int = 105, mode: str = "L") -> bytes:
     return buffer.getvalue()
 
 
-def omniglot_zip(folder: str, archive: str, alphabets: int = 2, characters: int = 4, drawers: int = 20) -> str:
-    """``folder/<archive>.zip`` laid out as the authors' Omniglot zips."""
+def omniglot_zip(
+    folder: str, archive: str, alphabets: int = 2, characters: int | Sequence[int] = 4, drawers: int = 20
+) -> str:
+    """``folder/<archive>.zip`` laid out as the authors' Omniglot zips; ``characters`` per alphabet (one
+    number for all, or one each)."""
+    counts = [characters] * alphabets if isinstance(characters, int) else list(characters)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{archive}.zip")
     seed = sum(map(ord, archive)) * 1000
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(f"{archive}/", b"")
-        for a in range(alphabets):
-            for c in range(characters):
+        for a, count in enumerate(counts):
+            for c in range(count):
                 for d in range(drawers):
                     seed += 1
                     zf.writestr(f"{archive}/Alphabet_{a}/character{c + 1:02d}/{c:04d}_{d + 1:02d}.png", png_bytes(seed))

@@ -14,9 +14,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import datamodules.omniglot
 from datamodules.episodic import EpisodicDataModule
+from lit_meta.algorithms import MAML
 from lit_meta.cli import MetaCLI, run
 from tests.helpers import ROOT
-from tests.helpers.configs import DISTILL_STACKS, TUNE_SEARCHES
+from tests.helpers.configs import DISTILL_STACKS, STACKED, TUNE_SEARCHES
 from tests.helpers.fabricate import minimal_omniglot, omniglot_zip
 from tests.helpers.fabricate_vision import mini_imagenet
 
@@ -37,11 +38,12 @@ def find_experiments() -> dict[str, list[Path]]:
     (see :func:`is_component`) and 5-shot add-ons: ``ALGO_5shot.yaml`` is stacked on base.yaml and
     ``ALGO_5w1s.yaml``, the experiment ``ALGO_5w5s``.
     """
-    experiments = {path.stem: [path] for path in sorted(CONFIG_DIR.glob("*.yaml"))}
+    add_ons = {CONFIG_DIR / stack[-1] for stack in STACKED.values()}
+    experiments = {path.stem: [path] for path in sorted(CONFIG_DIR.glob("*.yaml")) if path not in add_ons}
     for base in sorted(CONFIG_DIR.glob("*/base.yaml")):
         family = base.parent
         for path in sorted(family.glob("*.yaml")):
-            if path == base or is_component(path):
+            if path == base or is_component(path) or path in add_ons:
                 continue
             if path.stem.endswith("_5shot"):
                 algorithm = path.stem.removesuffix("_5shot")
@@ -50,7 +52,7 @@ def find_experiments() -> dict[str, list[Path]]:
                 experiments[f"{family.name}/{path.stem}"] = [base, path]
     for name, (stack, _) in TUNE_SEARCHES.items():
         experiments[name] = [CONFIG_DIR / path for path in stack]
-    for name, stack in DISTILL_STACKS.items():
+    for name, stack in (DISTILL_STACKS | STACKED).items():
         experiments[name] = [CONFIG_DIR / path for path in stack]
     return experiments
 
@@ -185,6 +187,26 @@ def test_print_config_of_a_stack_resolves_every_episode_argument(capsys):
     assert config["model"]["init_args"]["backbone"]["init_args"]["downsample"] == "maxpool"
 
 
+def test_print_config_shows_the_maml_plus_plus_options_off_by_default_and_on_in_its_config(capsys):
+    options = {"learn_inner_lrs", "multi_step_loss_steps", "first_order_steps", "per_step_batch_norm"}
+    shown = {}
+    for name in ("omniglot/maml_5w1s", "omniglot/maml_plus_plus_5w1s"):
+        with pytest.raises(SystemExit):
+            run_cli("fit", *config_args(EXPERIMENTS[name]), "--print_config")
+        model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+        shown[name] = {option: model[option] for option in options}
+    assert shown["omniglot/maml_5w1s"] == dict.fromkeys(options, False) | {
+        "multi_step_loss_steps": 0,
+        "first_order_steps": 0,
+    }
+    assert shown["omniglot/maml_plus_plus_5w1s"] == {
+        "learn_inner_lrs": True,
+        "multi_step_loss_steps": 500,
+        "first_order_steps": 500,
+        "per_step_batch_norm": True,
+    }
+
+
 def test_disabling_the_progress_bar_drops_the_configs_progress_bar(tmp_path, monkeypatch):
     overrides = small_data_for(OMNIGLOT_MAML, tmp_path / "data", monkeypatch)
     monkeypatch.chdir(tmp_path)
@@ -214,18 +236,9 @@ def test_print_config_shows_every_maml_argument(capsys):
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model = config["model"]["init_args"]
-    assert set(model) == {
-        "backbone",
-        "inner_lr",
-        "inner_steps",
-        "eval_inner_steps",
-        "first_order",
-        "inner_loop",
-        "backward_per_task",
-        "loss",
-        "optimizer",
-        "lr_scheduler",
-    }
+    # Every constructor argument, the MAML++ options included (read from the signature).
+    arguments = {name for name in inspect.signature(MAML.__init__).parameters if name != "self"}
+    assert set(model) == arguments and "learn_inner_lrs" in arguments
     assert model["optimizer"]["init_args"]["lr"] == 0.001
     assert {"shots", "queries", "eval_shots", "meta_batch_size", "seed"} <= set(config["data"]["init_args"])
 
