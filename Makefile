@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml $(PINS) scripts/build_learn2learn.sh | $(PY)
 	$(PIP) --find-links $(WHEELS) -e ".[dev]"
 	touch $(STAMP)
 
-# Meta-train sinusoid MAML (meta-test on 5-shot tasks at the end), then meta-test the same best
-# checkpoint on 10-shot tasks. Results: lightning_logs/demo*/meta_test.json.
-DEMO_CONFIG := configs/sinusoid_maml.yaml
+# Meta-train sinusoid MAML++ (MAML with learned per-step rates and the multi-step loss; meta-test on
+# 5-shot tasks at the end), then meta-test the same best checkpoint on 10-shot tasks. Results:
+# lightning_logs/demo*/meta_test.json. Plain MAML: `lit-meta fit --config configs/sinusoid_maml.yaml`.
+DEMO_CONFIG := --config configs/sinusoid_maml.yaml --config configs/sinusoid_maml_plus_plus.yaml
 demo: $(STAMP)
 	rm -rf lightning_logs/demo lightning_logs/demo-10shot
-	$(VENV)/bin/lit-meta fit --config $(DEMO_CONFIG) --trainer.logger.init_args.version demo
-	$(VENV)/bin/lit-meta test --config $(DEMO_CONFIG) --trainer.logger.init_args.version demo-10shot \
+	$(VENV)/bin/lit-meta fit $(DEMO_CONFIG) --trainer.logger.init_args.version demo
+	$(VENV)/bin/lit-meta test $(DEMO_CONFIG) --trainer.logger.init_args.version demo-10shot \
 		--data.eval_shots 10 --ckpt_path lightning_logs/demo/checkpoints/best.ckpt
 
 # The formatter and linter first (ruff, configured in pyproject.toml): a CI run fails on either.

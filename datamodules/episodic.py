@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from datamodules.augmentation import AffineWarp
 from lit_meta import Task, split_support_query
 from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.images import ImagePreprocessing
@@ -40,6 +42,8 @@ SPLITS = ("train", "val", "test")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 TaskKey = tuple[int, ...]
+# Appended to a training task's key for the seeds of its augmentation and of its group.
+_AUGMENT_STREAM, _GROUP_STREAM = 1, 2
 
 
 def labels_to_indices(labels: Sequence[int]) -> dict[int, list[int]]:
@@ -202,6 +206,7 @@ class _Episodes:
         shots: int,
         queries: int,
         global_labels: bool = False,
+        augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     ) -> None:
         meta = l2l.data.MetaDataset(dataset, labels_to_indices=labels_to_indices(labels))
         transforms = [
@@ -213,6 +218,7 @@ class _Episodes:
             transforms += [l2l.data.transforms.RemapLabels(meta), l2l.data.transforms.ConsecutiveLabels(meta)]
         self.taskset = l2l.data.Taskset(meta, task_transforms=transforms, num_tasks=-1)
         self.ways, self.shots, self.queries, self.global_labels = ways, shots, queries, global_labels
+        self.augment = augment
 
     def task(self, key: TaskKey) -> Task:
         """The task of ``key``: support ``(1, ways*shots, ...)``, query ``(1, ways*queries, ...)``."""
@@ -223,6 +229,8 @@ class _Episodes:
         finally:
             random.setstate(state)
         y = torch.as_tensor(y)
+        if self.augment is not None:  # drawn from the key too: the same task in every run
+            x = self.augment(x, torch.Generator().manual_seed(key_seed((*key, _AUGMENT_STREAM))))
         if not self.global_labels:
             return split_support_query(x[None], y[None], self.shots, self.queries, self.ways)
         # Split on each class's rank among the task's classes, then give every sample its dataset label.
@@ -233,19 +241,22 @@ class _Episodes:
 
 class _GroupedEpisodes:
     """Tasks whose classes all come from one group (an alphabet, a domain): one :class:`_Episodes` per
-    group over that group's samples; task ``i`` of a fixed set comes from group ``i mod G``, so every
-    group gets its share of the tasks."""
+    group over that group's samples. Task ``i`` of a fixed set (a key ``(seed, split, i)``) comes from
+    group ``i mod G``, so every group gets its share; a training task from a group drawn by its key."""
 
-    def __init__(self, dataset: Dataset, labels: Sequence[int], groups: dict[str, list[int]], **shape: int) -> None:
+    def __init__(
+        self, dataset: Dataset, labels: Sequence[int], groups: dict[str, list[int]], **options: object
+    ) -> None:
         members = labels_to_indices(labels)
         self.groups = list(groups)
         self.episodes = []
         for classes in groups.values():
             indices = [i for label in classes for i in members[label]]
-            self.episodes.append(_Episodes(Subset(dataset, indices), [labels[i] for i in indices], **shape))
+            self.episodes.append(_Episodes(Subset(dataset, indices), [labels[i] for i in indices], **options))
 
     def task(self, key: TaskKey) -> Task:
-        return self.episodes[key[-1] % len(self.episodes)].task(key)
+        index = key[-1] if len(key) == 3 else key_seed((*key, _GROUP_STREAM))
+        return self.episodes[index % len(self.episodes)].task(key)
 
 
 class _MetaBatches(Dataset):
@@ -302,6 +313,9 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         global_labels: label the samples of training tasks by their class's index in the training
             split instead of ``0..ways-1`` (for :class:`~lit_meta.algorithms.SupervisedTransfer`,
             whose head covers every training class); evaluation tasks keep ``0..ways-1``.
+        train_warp: random affine warps of every training image
+            (:class:`~datamodules.augmentation.AffineWarp`), drawn from the task's key; ``None``:
+            none. Evaluation images are never warped.
     """
 
     def __init__(
@@ -320,6 +334,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         seed: int = 0,
         eval_seed: int = 1234,
         global_labels: bool = False,
+        train_warp: AffineWarp | None = None,
     ) -> None:
         super().__init__()
         for name in (
@@ -339,6 +354,9 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         _check_type("seed", seed, int)
         _check_type("eval_seed", eval_seed, int)
         _check_type("global_labels", global_labels, bool)
+        if train_warp is not None:
+            _check_type("train_warp", train_warp, AffineWarp)
+        self.train_warp = train_warp
         self.ways, self.shots, self.queries = ways, shots, queries
         self.eval_ways = ways if eval_ways is None else eval_ways
         self.eval_shots = shots if eval_shots is None else eval_shots
@@ -394,12 +412,13 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
             train = self._training_digests() if digests is not None else None
             if train is not None:
                 check_disjoint(split, digests, labels, class_names, train)
+        train = split == "train"
+        options = {"global_labels": self.global_labels and train, "augment": self.train_warp if train else None}
         class_groups = self.class_groups(split)
         if class_groups is not None:
-            return _GroupedEpisodes(
-                dataset, labels, eligible_groups(split, class_groups, ways), ways=ways, shots=shots, queries=queries
-            )
-        return _Episodes(dataset, labels, ways, shots, queries, global_labels=self.global_labels and split == "train")
+            groups = eligible_groups(split, class_groups, ways)
+            return _GroupedEpisodes(dataset, labels, groups, ways=ways, shots=shots, queries=queries, **options)
+        return _Episodes(dataset, labels, ways, shots, queries, **options)
 
     def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
         if split not in self._splits:

@@ -146,6 +146,8 @@ class OmniglotDataModule(EpisodicDataModule):
         eval_within_alphabet: validation and test tasks within one alphabet (see above).
         eval_alphabets: the alphabets (folder names, e.g. ``Japanese_(katakana)``) of validation and
             test; ``None``: every alphabet of the evaluation characters.
+        train_within_alphabet: training tasks within one alphabet too (each rotation of an alphabet
+            counts as one), to train on the look-alike characters the evaluation tasks hold.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
@@ -159,6 +161,7 @@ class OmniglotDataModule(EpisodicDataModule):
         download: bool = True,
         eval_within_alphabet: bool = False,
         eval_alphabets: list[str] | None = None,
+        train_within_alphabet: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -168,6 +171,8 @@ class OmniglotDataModule(EpisodicDataModule):
         _check_type("train_rotations", train_rotations, bool)
         _check_type("download", download, bool)
         _check_type("eval_within_alphabet", eval_within_alphabet, bool)
+        _check_type("train_within_alphabet", train_within_alphabet, bool)
+        self.train_within_alphabet = train_within_alphabet
         if eval_alphabets is not None:
             _check_type("eval_alphabets", eval_alphabets, (list, tuple))
             if not eval_alphabets:
@@ -248,7 +253,13 @@ class OmniglotDataModule(EpisodicDataModule):
         return [c for c in characters if alphabet(c) in (self.eval_alphabets or ())]
 
     def class_groups(self, split: str) -> list[str] | None:
-        if split == "train" or not self.eval_within_alphabet:
+        if split == "train":
+            if not self.train_within_alphabet:
+                return None
+            _, _, class_names = self._split(split)  # rotated classes: "<archive>/<alphabet>/<char> (rotated 90)"
+            parts = [name.partition(" (") for name in class_names]
+            return [character.split("/")[1] + sep + rotation for character, sep, rotation in parts]
+        if not self.eval_within_alphabet:
             return None
         return [alphabet(c) for c in self._split_characters()[split]]
 

@@ -93,3 +93,26 @@ def test_tasks_are_fixed_by_their_keys(data_dir):
 def test_bad_within_alphabet_options_are_refused(data_dir, options, error, match):
     with pytest.raises(error, match=match):
         omniglot(data_dir, **options).setup("test")
+
+
+def test_training_tasks_within_one_alphabet_and_rotation(data_dir):
+    data = omniglot(data_dir, ways=3, train_within_alphabet=True)
+    data.setup("fit")
+    episodes = data.episodes("train")
+    # Three training alphabets, each in four rotations: twelve groups of four characters.
+    assert episodes.groups[:4] == ["Alphabet_0", "Alphabet_1", "Alphabet_2", "Alphabet_0 (rotated 90)"]
+    assert len(episodes.groups) == 12
+    _, labels, class_names = data._split("train")
+    groups = dict(zip(class_names, data.class_groups("train")))
+    owner = {}
+    dataset, _, _ = data._split("train")
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        owner[image.numpy().tobytes()] = groups[class_names[label]]
+    drawn = set()
+    for step in range(30):
+        task = episodes.task((0, 0, step, 0))
+        alphabets = {owner[x.numpy().tobytes()] for x in task.support_x[0]}
+        assert len(alphabets) == 1
+        drawn |= alphabets
+    assert len(drawn) > 6  # the groups are drawn by key, not always the first

@@ -33,4 +33,9 @@ STACKED = {
         "omniglot/maml_5w1s.yaml",
         "omniglot/maml_plus_plus_5w1s.yaml",
     ],
+    "omniglot/protonet_20w1s_within_alphabet": [
+        "omniglot/base.yaml",
+        "omniglot/protonet_20w1s.yaml",
+        "omniglot/within_alphabet.yaml",
+    ],
 }

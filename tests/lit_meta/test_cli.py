@@ -136,8 +136,8 @@ def small_data_for(stack: list[Path], folder: Path, monkeypatch) -> list[str]:
             monkeypatch.setattr(datamodules.omniglot, "STANDARD_VAL", 20)
             for archive in ("images_background", "images_evaluation"):
                 omniglot_zip(str(folder), archive, alphabets=2, characters=12)
-        else:
-            minimal_omniglot(str(folder), characters=12)
+        else:  # within one alphabet, 20-way tasks need 20 characters in an alphabet
+            minimal_omniglot(str(folder), characters=20 if data["init_args"].get("eval_within_alphabet") else 12)
     elif data["class_path"].endswith("MiniImageNetDataModule"):
         mini_imagenet(str(folder), classes=6, images=20)
         overrides.append("--data.ways=5")  # Prototypical Networks train 30-way; 6 fabricated classes per split
