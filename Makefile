@@ -32,11 +32,12 @@ demo: $(STAMP)
 	$(VENV)/bin/lit-meta test $(DEMO_CONFIG) --trainer.logger.init_args.version demo-10shot \
 		--data.eval_shots 10 --ckpt_path lightning_logs/demo/checkpoints/best.ckpt
 
-# The formatter and linter first (ruff, configured in pyproject.toml): a CI run fails on either.
+# The formatter and linter first (ruff, configured in pyproject.toml): a CI run fails on either. Then
+# the suite on two workers (pytest-xdist): many tests wait on subprocesses (DDP ranks, Flower, PostgreSQL).
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
