@@ -287,7 +287,7 @@ class MAML(MetaLearner):
         params = [named[name] for name in self._adapted_names]
         grads = torch.autograd.grad(loss * scale, params, retain_graph=second_order, create_graph=second_order)
         steps = {
-            name: (g / scale) * (lrs if isinstance(lrs, float) else lrs[name])
+            name: (g / scale) * (lrs if isinstance(lrs, (int, float)) else lrs[name])
             for name, g in zip(self._adapted_names, grads)
         }
         # learn2learn's differentiable update, here with the step already scaled (rate 1).

@@ -255,3 +255,13 @@ def test_cnn_meta_gradient_with_adapted_batch_norm_matches_autograd_in_float64(i
     expected = torch.autograd.grad(torch.stack(query_losses).mean(), list(weights.values()))
     for got, want in zip(meta_gradient(learner, task), expected):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("inner_loop", ["clone", "batched"])
+def test_an_integer_inner_lr_is_a_rate_like_its_float(inner_loop):
+    task = make_regression_task(num_tasks=2)
+    torch.manual_seed(0)
+    as_int = MAML(MLP(1, (3,), 1), inner_lr=1, loss="mse", inner_loop=inner_loop).evaluate_episode(task)
+    torch.manual_seed(0)
+    as_float = MAML(MLP(1, (3,), 1), inner_lr=1.0, loss="mse", inner_loop=inner_loop).evaluate_episode(task)
+    torch.testing.assert_close(as_int, as_float)
