@@ -245,17 +245,22 @@ class _GroupedEpisodes:
     group ``i mod G``, so every group gets its share; a training task from a group drawn by its key."""
 
     def __init__(
-        self, dataset: Dataset, labels: Sequence[int], groups: dict[str, list[int]], **options: object
+        self,
+        dataset: Dataset,
+        labels: Sequence[int],
+        groups: dict[str, list[int]],
+        fixed_set: bool,
+        **options: object,
     ) -> None:
         members = labels_to_indices(labels)
-        self.groups = list(groups)
+        self.groups, self.fixed_set = list(groups), fixed_set
         self.episodes = []
         for classes in groups.values():
             indices = [i for label in classes for i in members[label]]
             self.episodes.append(_Episodes(Subset(dataset, indices), [labels[i] for i in indices], **options))
 
     def task(self, key: TaskKey) -> Task:
-        index = key[-1] if len(key) == 3 else key_seed((*key, _GROUP_STREAM))
+        index = key[-1] if self.fixed_set else key_seed((*key, _GROUP_STREAM))
         return self.episodes[index % len(self.episodes)].task(key)
 
 
@@ -417,7 +422,8 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         class_groups = self.class_groups(split)
         if class_groups is not None:
             groups = eligible_groups(split, class_groups, ways)
-            return _GroupedEpisodes(dataset, labels, groups, ways=ways, shots=shots, queries=queries, **options)
+            shape = {"ways": ways, "shots": shots, "queries": queries}
+            return _GroupedEpisodes(dataset, labels, groups, fixed_set=not train, **shape, **options)
         return _Episodes(dataset, labels, ways, shots, queries, **options)
 
     def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:

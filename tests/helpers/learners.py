@@ -43,6 +43,15 @@ def _mlp_norm(out: int) -> MLP:
     return mlp
 
 
+# What the MAML++ learners share: two inner steps with learned rates and the multi-step loss.
+_PLUS_PLUS = {
+    "inner_lr": 0.1,
+    "inner_steps": 2,
+    "eval_inner_steps": 3,
+    "learn_inner_lrs": True,
+    "multi_step_loss_steps": 10,
+}
+
 # Every algorithm in lit_meta.algorithms, built by (output size, loss). A new algorithm must be added
 # here: tests/lit_meta/algorithms/test_contract.py fails until it is.
 LEARNERS = {
@@ -54,26 +63,9 @@ LEARNERS = {
         _mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, backward_per_task=True
     ),
     # MAML++: every option on, the clone loop with per-step BatchNorm; the batched one anneals the order.
-    "maml_plus_plus": lambda out, loss: MAML(
-        _mlp_norm(out),
-        inner_lr=0.1,
-        inner_steps=2,
-        loss=loss,
-        eval_inner_steps=3,
-        learn_inner_lrs=True,
-        multi_step_loss_steps=10,
-        per_step_batch_norm=True,
-    ),
+    "maml_plus_plus": lambda out, loss: MAML(_mlp_norm(out), loss=loss, per_step_batch_norm=True, **_PLUS_PLUS),
     "maml_plus_plus_batched": lambda out, loss: MAML(
-        _mlp(out),
-        inner_lr=0.1,
-        inner_steps=2,
-        loss=loss,
-        eval_inner_steps=3,
-        inner_loop="batched",
-        learn_inner_lrs=True,
-        multi_step_loss_steps=10,
-        first_order_steps=1,
+        _mlp(out), loss=loss, inner_loop="batched", first_order_steps=1, **_PLUS_PLUS
     ),
     "fomaml": lambda out, loss: MAML(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2, first_order=True),
     "metasgd": lambda out, loss: MetaSGD(_mlp(out), inner_lr=0.1, loss=loss, eval_inner_steps=2),
