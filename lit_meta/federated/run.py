@@ -47,12 +47,15 @@ Backend = Literal["in_process", "simulation"]
 def strategy_state(strategy: Strategy) -> dict[str, dict[str, torch.Tensor]]:
     """The state a server optimiser accumulates over rounds (FedAdam's and FedYogi's moments, FedAvgM's
     momentum): every attribute of ``strategy`` (and of the strategies it wraps) that maps names to
-    arrays, as tensors keyed by its dotted attribute path."""
+    arrays (FedOpt's) or lists them (FedAvgM's), as tensors keyed by its dotted attribute path (a
+    list's with ``[]`` appended, its arrays keyed by position)."""
     state, prefix, inner = {}, "", strategy
     while isinstance(inner, Strategy):
         for name, value in vars(inner).items():
             if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
                 state[prefix + name] = {k: torch.from_numpy(np.array(v)) for k, v in value.items()}
+            elif isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value):
+                state[f"{prefix}{name}[]"] = {str(i): torch.from_numpy(np.array(v)) for i, v in enumerate(value)}
         inner, prefix = getattr(inner, "strategy", None), f"{prefix}strategy."
     return state
 
@@ -69,7 +72,10 @@ def load_strategy_state(strategy: Strategy, state: dict[str, dict[str, torch.Ten
         owner, *parents, name = [strategy, *path.split(".")]
         for parent in parents:
             owner = getattr(owner, parent)
-        setattr(owner, name, {k: v.numpy() for k, v in arrays.items()})
+        if name.endswith("[]"):
+            setattr(owner, name[:-2], [arrays[str(i)].numpy() for i in range(len(arrays))])
+        else:
+            setattr(owner, name, {k: v.numpy() for k, v in arrays.items()})
 
 
 class RunOutputs:

@@ -107,10 +107,17 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp_path):
-    # FedAdam: the server optimiser's moments must come back too, not only the weights.
-    adam = ("--strategy=flwr.serverapp.strategy.FedAdam", "--strategy.init_args.eta=0.01")
-    common = (*adam, "--strategy.init_args.min_train_nodes=2", "--strategy.init_args.min_evaluate_nodes=2")
+@pytest.mark.parametrize(
+    "server",
+    [
+        ("--strategy=flwr.serverapp.strategy.FedAdam", "--strategy.init_args.eta=0.01"),  # moments: dicts
+        ("--strategy=flwr.serverapp.strategy.FedAvgM", "--strategy.init_args.server_momentum=0.9"),  # a list
+    ],
+    ids=["fedadam", "fedavgm"],
+)
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(server, data_dir, tmp_path):
+    # A server optimiser's state (FedAdam's moments, FedAvgM's momentum) must come back, not only the weights.
+    common = (*server, "--strategy.init_args.min_train_nodes=2", "--strategy.init_args.min_evaluate_nodes=2")
     federate(data_dir, tmp_path, *common, "--rounds=3", "--version=whole")
     federate(data_dir, tmp_path, *common, "--rounds=2", "--version=cut")
     federate(data_dir, tmp_path, *common, "--rounds=3", f"--resume={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}")
