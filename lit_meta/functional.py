@@ -345,3 +345,34 @@ def feature_hint_losses(projected: Tensor, teacher_features: Tensor) -> Tensor:
             f"{tuple(teacher_features.shape)}."
         )
     return (projected - teacher_features.detach()).pow(2).sum(-1).mean(1)
+
+
+def relational_distance_losses(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    """Per-task distance-wise relational loss (Park, Kim, Lu and Cho, "Relational Knowledge
+    Distillation", CVPR 2019): the student's pairwise distances between a task's images should be
+    the teacher's, each set divided by its own mean, so the two embeddings may differ in size and scale.
+
+    Args:
+        student_features: ``(B, N, Ds)`` the student's embeddings of ``N >= 2`` images per task.
+        teacher_features: ``(B, N, Dt)`` the teacher's embeddings of the same images; constants.
+
+    Returns:
+        ``(B,)`` Huber loss (smooth L1, threshold 1) between the normalised distances, averaged over
+        the ``N (N - 1)`` ordered pairs.
+    """
+    if student_features.shape[:2] != teacher_features.shape[:2] or student_features.shape[1] < 2:
+        raise ValueError(
+            f"Expected teacher features for the student's {tuple(student_features.shape[:2])} (tasks, images >= 2), "
+            f"but got {tuple(teacher_features.shape[:2])}."
+        )
+    pairs = ~torch.eye(student_features.shape[1], dtype=torch.bool, device=student_features.device)
+
+    def normalised_distances(features: Tensor) -> Tensor:
+        features = features.to(torch.promote_types(features.dtype, torch.float32))  # bf16/fp16 in float32
+        # Off the diagonal only: the square root's gradient at a zero distance is infinite.
+        squared = (features[:, :, None] - features[:, None]).pow(2).sum(-1)[:, pairs]  # (B, N (N - 1))
+        distances = squared.clamp_min(1e-12).sqrt()
+        return distances / distances.mean(1, keepdim=True).clamp_min(1e-12)
+
+    student, teacher = normalised_distances(student_features), normalised_distances(teacher_features.detach())
+    return F.smooth_l1_loss(student, teacher, reduction="none").mean(1)

@@ -11,7 +11,7 @@ from lit_meta._checks import _check_positive_float, _check_type, _check_unit_int
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.algorithms.checkpoints import load_learner_checkpoint
 from lit_meta.algorithms.reptile import Reptile
-from lit_meta.functional import distillation_losses, feature_hint_losses
+from lit_meta.functional import distillation_losses, feature_hint_losses, relational_distance_losses
 from lit_meta.tasks import Task
 
 
@@ -27,7 +27,10 @@ class MetaDistillation(MetaLearner):
     Zhang et al., ECAI 2020), plus, with ``beta > 0``, the feature hint ``beta * ||proj(f_s(x)) -
     f_t(x)||^2`` on the support and query images (Romero et al., "FitNets", ICLR 2015), ``f`` the
     unadapted embeddings and ``proj`` a linear map meta-learned with the student and unused after
-    training. Regression students mix the MSE to the targets and to the teacher instead.
+    training, and, with ``gamma > 0``, the relational term ``gamma * RKD(f_s, f_t)`` on the same
+    images: the student's pairwise distances made to match the teacher's, each divided by its mean
+    (Park et al., "Relational Knowledge Distillation", CVPR 2019; no projection, so nothing extra
+    is learned). Regression students mix the MSE to the targets and to the teacher instead.
 
     The objective replaces the student's query loss inside the student's own training step, so the
     distillation gradient flows through its inner loop (second order where the student is), under
@@ -48,6 +51,7 @@ class MetaDistillation(MetaLearner):
         temperature: ``T > 0`` of the soft targets (classification).
         beta: weight of the feature hint (0: none). Reptile has no meta-gradient for the projection
             to learn from: keep 0 there.
+        gamma: weight of the relational (pairwise distance) term (0: none).
 
     Shape:
         Those of the student: a task with support ``(B, Ns, *input_shape)`` gives query predictions
@@ -61,6 +65,7 @@ class MetaDistillation(MetaLearner):
         alpha: float = 0.5,
         temperature: float = 4.0,
         beta: float = 0.0,
+        gamma: float = 0.0,
     ) -> None:
         _check_type("student", student, MetaLearner)
         if isinstance(student, MetaDistillation):
@@ -72,6 +77,7 @@ class MetaDistillation(MetaLearner):
         _check_unit_interval("alpha", alpha)
         _check_positive_float("temperature", temperature)
         _check_positive_float("beta", beta, allow_zero=True)
+        _check_positive_float("gamma", gamma, allow_zero=True)
         if beta > 0 and isinstance(student, Reptile):
             raise ValueError(
                 f"Expected `beta` 0 with a Reptile student (its outer step is no gradient the feature projection "
@@ -85,6 +91,7 @@ class MetaDistillation(MetaLearner):
         )
         self.student = student
         self.teacher_ckpt, self.alpha, self.temperature, self.beta = teacher_ckpt, alpha, temperature, beta
+        self.gamma = gamma
         self.automatic_optimization = student.automatic_optimization
         self.projection: nn.Linear | None = None  # built with the teacher, whose embedding size it maps to
         # Outside the module tree: not in the state dict, the optimizer, DDP or Lightning's device moves.
@@ -137,13 +144,14 @@ class MetaDistillation(MetaLearner):
                     f"Expected a teacher with loss {self.loss!r} like the student, but got one with loss "
                     f"{teacher.loss!r} in `teacher_ckpt` {self.teacher_ckpt!r}."
                 )
-            if self.beta > 0 and self.projection is None:
+            for name in ("beta", "gamma"):  # the embedding terms
                 for role, learner in (("student", self.student), ("teacher", teacher)):
-                    if type(learner).embed is MetaLearner.embed:
+                    if getattr(self, name) > 0 and type(learner).embed is MetaLearner.embed:
                         raise ValueError(
-                            f"Expected a {role} that exposes its embeddings (`embed`) with `beta` > 0, but got "
+                            f"Expected a {role} that exposes its embeddings (`embed`) with `{name}` > 0, but got "
                             f"{type(learner).__name__}."
                         )
+            if self.beta > 0 and self.projection is None:
                 self.projection = feature_projection(embedding_size(self.student), embedding_size(teacher))
             teacher.eval()
             self._teacher.append(teacher)  # only once every check passed: a refused teacher is not kept
@@ -177,7 +185,7 @@ class MetaDistillation(MetaLearner):
 
     def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
         """``(B,)`` the student's objective for its query predictions ``(B, Nq, *out)`` of ``task``."""
-        if self.alpha == 0 and self.projection is None:
+        if self.alpha == 0 and self.projection is None and self.gamma == 0:
             return self.student.task_losses(predictions, task.query_y)  # the student alone: no teacher to run
         teacher = self.teacher
         if teacher.device != predictions.device:
@@ -187,16 +195,20 @@ class MetaDistillation(MetaLearner):
             losses = distillation_losses(
                 predictions, teacher_predictions, task.query_y, self.loss, self.alpha, self.temperature
             )
-        else:  # the hint alone: no teacher episode
+        else:  # the embedding terms alone: no teacher episode
             losses = self.student.task_losses(predictions, task.query_y)
-        if self.projection is not None:
+        if self.projection is not None or self.gamma > 0:
             # One forward per task over its support and query images, as the learners embed them.
             images = torch.cat([task.support_x, task.query_x], 1)
             student_features = torch.stack([self.student.embed(x) for x in images])
             with torch.no_grad():
                 teacher_features = torch.stack([teacher.embed(x) for x in images])
-            hint = feature_hint_losses(self.projection(student_features), teacher_features)
-            losses = losses + self.beta * hint.to(losses.dtype)
+            if self.projection is not None:
+                hint = feature_hint_losses(self.projection(student_features), teacher_features)
+                losses = losses + self.beta * hint.to(losses.dtype)
+            if self.gamma > 0:
+                relational = relational_distance_losses(student_features, teacher_features)
+                losses = losses + self.gamma * relational.to(losses.dtype)
         return losses
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -10,13 +10,19 @@ from lightning.pytorch import Trainer
 
 from lit_meta.algorithms import MAML, MetaDistillation, MetaLearner, PrototypicalNetworks, Reptile
 from lit_meta.cli import main
-from lit_meta.functional import distillation_losses, feature_hint_losses, soft_target_kl
+from lit_meta.functional import (
+    distillation_losses,
+    feature_hint_losses,
+    relational_distance_losses,
+    soft_target_kl,
+)
 from lit_meta.images import ImagePreprocessing
 from lit_meta.models import MLP
 from tests.helpers import ROOT
 from tests.helpers.checkpoints import fit_checkpoint, task_folders
 from tests.helpers.learners import FEATURES, WAYS, BlobsDataModule, teacher_checkpoint
 from tests.helpers.tasks import make_classification_task
+from tests.helpers.trainers import quiet_trainer
 
 
 # ---- the losses, by hand --------------------------------------------------------------------------
@@ -65,11 +71,45 @@ def test_feature_hint_is_the_squared_distance_averaged_over_images():
     torch.testing.assert_close(feature_hint_losses(projected, teacher), torch.tensor([(5.0 + 25.0) / 2]))
 
 
+def test_relational_loss_by_hand():
+    # Student: a right triangle with legs 1 and 1; teacher: legs 3 and 1 (in three dimensions).
+    student = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    teacher = torch.tensor([[[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    s = [1.0, 1.0, math.sqrt(2)]  # distances 01, 02, 12 (each pair twice in the mean: the same mean)
+    t = [3.0, 1.0, math.sqrt(10)]
+    s = [d / (sum(s) / 3) for d in s]
+    t = [d / (sum(t) / 3) for d in t]
+
+    def huber(x):
+        return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5
+
+    expected = sum(huber(a - b) for a, b in zip(s, t)) / 3
+    torch.testing.assert_close(relational_distance_losses(student, teacher), torch.tensor([expected]))
+
+
+def test_relational_loss_ignores_scale_rotation_and_size():
+    student = torch.randn(2, 6, 4, dtype=torch.float64)
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    teacher = torch.cat([3.5 * student @ rotation, torch.zeros(2, 6, 3, dtype=torch.float64)], -1)  # (2, 6, 7)
+    torch.testing.assert_close(relational_distance_losses(student, teacher), torch.zeros(2, dtype=torch.float64))
+    assert (relational_distance_losses(student, torch.randn(2, 6, 7, dtype=torch.float64)) > 1e-3).all()
+
+
+def test_relational_loss_has_a_finite_gradient_where_embeddings_coincide():
+    student = torch.zeros(1, 3, 2, requires_grad=True)  # every distance 0
+    relational_distance_losses(student, torch.randn(1, 3, 5)).backward()
+    assert torch.isfinite(student.grad).all()
+
+
 def test_shapes_that_differ_are_refused():
     with pytest.raises(ValueError, match=r"Expected teacher logits shaped like the student's \(1, 2, 3\)"):
         soft_target_kl(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), 1.0)
     with pytest.raises(ValueError, match=r"Expected teacher features shaped like the projected student's"):
         feature_hint_losses(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4))
+    with pytest.raises(
+        ValueError, match=r"Expected teacher features for the student's \(1, 2\) \(tasks, images >= 2\)"
+    ):
+        relational_distance_losses(torch.zeros(1, 2, 3), torch.zeros(1, 3, 4))
 
 
 # ---- the gradient through the inner loop ----------------------------------------------------------
@@ -119,14 +159,10 @@ def test_distillation_gradient_flows_through_the_inner_loop(first_order):
 
 def fit(learner, data, tmp_path, steps: int = 1) -> Trainer:
     """``steps`` meta-training steps (one validation batch), without logger, checkpoints or bars."""
-    trainer = Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_steps=steps,
         limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(learner, data)
     return trainer
@@ -173,6 +209,7 @@ def small_maml(out: int = WAYS, loss: str = "cross_entropy") -> MAML:
         ({"temperature": 0}, ValueError, r"Expected `temperature` > 0, but got 0\."),
         ({"temperature": -2.0}, ValueError, r"Expected `temperature` > 0, but got -2.0\."),
         ({"beta": -1.0}, ValueError, r"Expected `beta` >= 0, but got -1.0\."),
+        ({"gamma": -1.0}, ValueError, r"Expected `gamma` >= 0, but got -1.0\."),
         ({"teacher_ckpt": 3}, TypeError, r"Expected `teacher_ckpt` to be str, but got int 3\."),
     ],
 )
@@ -299,3 +336,40 @@ def test_the_feature_hint_needs_embeddings():
     )
     with pytest.raises(ValueError, match=r"Expected a student that exposes its embeddings \(`embed`\) with `beta` > 0"):
         _ = learner.teacher
+
+
+def test_the_relational_term_needs_embeddings():
+    class NoEmbeddings(MAML):
+        embed = MetaLearner.embed
+
+    learner = MetaDistillation(
+        NoEmbeddings(MLP(FEATURES, (8,), WAYS)), teacher_checkpoint(WAYS, "cross_entropy"), gamma=1.0
+    )
+    with pytest.raises(
+        ValueError, match=r"Expected a student that exposes its embeddings \(`embed`\) with `gamma` > 0"
+    ):
+        _ = learner.teacher
+
+
+def test_the_relational_term_is_added_to_the_objective():
+    task = make_classification_task(2, WAYS, 2, 3, FEATURES)
+    student = PrototypicalNetworks(MLP(FEATURES, (8,), 6))
+    plain = distiller(student, alpha=0.5)
+    relational = distiller(student, alpha=0.5, gamma=2.0)
+    predictions = student.episode(task, training=True)
+    images = torch.cat([task.support_x, task.query_x], 1)
+    with torch.no_grad():
+        teacher = torch.stack([relational.teacher.embed(x) for x in images])
+    expected = plain.training_losses(predictions, task) + 2.0 * relational_distance_losses(
+        torch.stack([student.embed(x) for x in images]), teacher
+    )
+    got = relational.training_losses(predictions, task)
+    torch.testing.assert_close(got, expected)
+    assert (got > plain.training_losses(predictions, task)).all()
+    # Its gradient reaches the student's embedding.
+    assert (
+        torch.autograd.grad(got.sum() - plain.training_losses(predictions, task).sum(), student.parameters())[0]
+        .abs()
+        .sum()
+        > 0
+    )
