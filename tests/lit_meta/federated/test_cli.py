@@ -15,7 +15,7 @@ from tests.lit_meta.test_adapt import task_folders
 
 CONFIGS = ROOT / "configs" / "federated" / "omniglot"
 # base.yaml and the files that modify a run (not learners), each tested below.
-MODIFIERS = ("base", "centralised", "dp")
+MODIFIERS = ("base", "centralised", "dp", "fedavgm")
 LEARNERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in MODIFIERS)
 
 
@@ -131,6 +131,16 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(server, dat
 def test_every_federated_config_runs_a_round(learner, data_dir, tmp_path):
     federate(data_dir, tmp_path, "--rounds=1", "--local_steps=1", "--version=smoke", learner=learner)
     assert json.loads((tmp_path / "smoke" / "federated_result.json").read_text())["rounds"][0]["replies"] == 2
+
+
+def test_the_fedavgm_config_carries_momentum_over_the_plain_average(data_dir, tmp_path):
+    federate(data_dir, tmp_path, "--config", str(CONFIGS / "fedavgm.yaml"), "--version=momentum")
+    federate(data_dir, tmp_path, "--strategy.init_args.weighted_by_key=unit-weight", "--version=plain")
+    settings = json.loads((tmp_path / "momentum" / "federated_result.json").read_text())["settings"]
+    assert "FedAvgM" in json.dumps(settings)
+    momentum, plain = _final_weights(tmp_path / "momentum"), _final_weights(tmp_path / "plain")
+    # Round 1 is the plain average either way; round 2 adds half of round 1's step.
+    assert any(not torch.equal(momentum[k], plain[k]) for k in plain)
 
 
 def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_clients(data_dir, tmp_path):
