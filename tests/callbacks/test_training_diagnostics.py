@@ -15,6 +15,7 @@ from lit_meta.models import CNN4
 from lit_meta.tasks import Task
 from tests.helpers.learners import CASES, FEATURES, WAYS, BlobsDataModule, build
 from tests.helpers.tasks import make_classification_task
+from tests.helpers.trainers import quiet_trainer
 
 
 def _data(kind: str):
@@ -231,15 +232,13 @@ def test_plot_episode_of_sinusoid_task():
 def test_progress_bar_shows_tasks_and_episode(kind, episode, tmp_path):
     learner = build("maml", kind)
     bar = MetaProgressBar()
-    trainer = Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_steps=1,
         limit_val_batches=0,
         callbacks=[bar],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
+        enable_progress_bar=True,
         accelerator="cpu",
-        default_root_dir=tmp_path,
     )
     assert bar.get_metrics(trainer, learner).get("tasks") is None  # nothing seen yet
     trainer.fit(learner, _data(kind))

@@ -7,13 +7,14 @@ import sys
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 
 from datamodules import OmniglotDataModule
 from lit_meta.algorithms import MAML
 from lit_meta.models import CNN4
 from tests.helpers import ROOT
 from tests.helpers.fabricate import minimal_omniglot
+from tests.helpers.trainers import quiet_trainer
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +99,10 @@ class _Record(Callback):
 def _fit(omniglot_dir, root, max_steps, ckpt_path=None):
     torch.manual_seed(0)
     record = _Record()
-    trainer = Trainer(
+    trainer = quiet_trainer(
+        root,
         max_steps=max_steps,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
         callbacks=[record],
     )
     learner = MAML(CNN4(out_features=4, hidden=8), inner_lr=0.4, first_order=True)

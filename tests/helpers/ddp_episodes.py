@@ -7,12 +7,13 @@ import os
 import sys
 
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 
 from callbacks import MetaTestEvaluation
 from datamodules import OmniglotDataModule
 from lit_meta.algorithms import MAML
 from lit_meta.models import CNN4
+from tests.helpers.trainers import quiet_trainer
 
 
 def fingerprint(task) -> list[list[float]]:
@@ -51,18 +52,14 @@ if __name__ == "__main__":
         test_tasks=5,
     )
     learner = MAML(CNN4(out_features=3, hidden=8), inner_lr=0.4, eval_inner_steps=1, first_order=True)
-    trainer = Trainer(
+    trainer = quiet_trainer(
+        sys.argv[2],
         strategy="ddp",
         devices=2,
         accelerator="cpu",
         max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
         num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[Recorder(), MetaTestEvaluation(max_steps=1)],
-        default_root_dir=sys.argv[2],
     )
     trainer.fit(learner, data)
     trainer.test(learner, data, verbose=False)  # the meta-test, in Lightning's test loop

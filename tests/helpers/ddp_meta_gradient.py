@@ -20,7 +20,7 @@ import traceback
 from datetime import timedelta
 
 import torch
-from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
@@ -28,6 +28,7 @@ from lit_meta.algorithms import MetaLearner
 from lit_meta.tasks import Task
 from tests.helpers.learners import CASES, FEATURES, WAYS, build
 from tests.helpers.tasks import make_classification_task, make_regression_task
+from tests.helpers.trainers import quiet_trainer
 
 META_BATCH = 4
 INIT_SEED, DATA_SEED = 0, 1
@@ -90,16 +91,12 @@ class Capture(Callback):
 def one_step(learner: MetaLearner, task: Task, root: str, **trainer_kwargs) -> Capture:
     """One meta-training step of ``learner`` on ``task`` (sharded across ranks under DDP)."""
     capture = Capture()
-    Trainer(
+    quiet_trainer(
+        root,
         max_steps=1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         use_distributed_sampler=False,
-        default_root_dir=root,
         callbacks=[capture],
         **trainer_kwargs,
     ).fit(learner, ShardedTasks(task))

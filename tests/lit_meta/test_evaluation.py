@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 
 from datamodules import SinusoidDataModule
 from lit_meta.algorithms import MAML
@@ -13,6 +12,7 @@ from lit_meta.evaluation import adaptation_curve
 from lit_meta.functional import mean_ci95, pooled_mean_ci95
 from lit_meta.models import MLP
 from tests.helpers.learners import BlobsDataModule, build
+from tests.helpers.trainers import quiet_trainer
 
 
 def test_mean_ci95_by_hand():
@@ -58,13 +58,9 @@ def test_short_run_reduces_sinusoid_mse_far_below_zero_steps():
     data = SinusoidDataModule(meta_batch_size=25, train_batches_per_epoch=1000, test_tasks=100)
     data.setup("test")
     untrained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
-    Trainer(
+    quiet_trainer(
         max_steps=1000,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     ).fit(learner, data)
     trained = adaptation_curve(learner, data.test_dataloader(), steps=10).mean(1)
     # Meta-training makes the 10-step MSE far lower than both the 0-step MSE and an untrained model's.

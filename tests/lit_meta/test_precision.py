@@ -6,6 +6,7 @@ from lightning.pytorch import Trainer
 
 from datamodules import SinusoidDataModule
 from tests.helpers.learners import CASES, BlobsDataModule, build
+from tests.helpers.trainers import quiet_trainer
 
 
 def datamodule(kind: str):
@@ -18,17 +19,13 @@ def datamodule(kind: str):
 
 
 def trainer(tmp_path, precision: str) -> Trainer:
-    return Trainer(
+    return quiet_trainer(
+        tmp_path,
         precision=precision,
         accelerator="cpu",
         devices=1,
         max_steps=2,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
 
 

@@ -9,6 +9,7 @@ from lightning.pytorch import Trainer
 import lit_meta.algorithms
 from datamodules import SinusoidDataModule
 from tests.helpers.learners import CASES, LEARNERS, BlobsDataModule, build
+from tests.helpers.trainers import quiet_trainer
 
 
 def test_every_algorithm_is_in_the_contract_test():
@@ -27,14 +28,10 @@ def datamodule(kind: str):
 
 
 def trainer(tmp_path) -> Trainer:
-    return Trainer(
+    return quiet_trainer(
+        tmp_path,
         max_steps=3,
         limit_val_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
 
 

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch import nn
 
 from lit_meta.algorithms import MetaSGD
 from lit_meta.models import MLP
 from lit_meta.tasks import Task
 from tests.helpers.learners import BlobsDataModule
+from tests.helpers.trainers import quiet_trainer
 
 
 def test_meta_sgd_learning_rate_gradient_in_closed_form():
@@ -33,12 +33,8 @@ def test_meta_sgd_learning_rate_gradient_in_closed_form():
 @pytest.mark.parametrize("inner_loop", ["clone", "batched"])
 def test_meta_sgd_learning_rates_are_learned(inner_loop):
     learner = MetaSGD(MLP(4, (8,), 3), inner_lr=0.1, inner_loop=inner_loop)
-    Trainer(
+    quiet_trainer(
         max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     ).fit(learner, BlobsDataModule())
     assert all((lr != 0.1).any() for lr in learner.maml.lrs)

@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch import nn
 
 from lit_meta.algorithms import Reptile
@@ -12,6 +11,7 @@ from lit_meta.algorithms.reptile import annealed
 from lit_meta.functional import reptile_displacement
 from lit_meta.models import MLP
 from tests.helpers.learners import BlobsDataModule
+from tests.helpers.trainers import quiet_trainer
 
 
 def test_reptile_step_is_the_hand_computed_interpolation():
@@ -20,12 +20,8 @@ def test_reptile_step_is_the_hand_computed_interpolation():
     theta = copy.deepcopy(backbone)
     data = BlobsDataModule(batches=1, meta_batch_size=3)
     learner = Reptile(backbone, inner_lr=0.3, inner_steps=4, epsilon=0.5, anneal=False)
-    Trainer(
+    quiet_trainer(
         max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     ).fit(learner, data)
 
@@ -55,12 +51,8 @@ def test_reptile_displacement_and_annealing():
 
 def test_reptile_anneals_epsilon_over_the_run():
     learner = Reptile(MLP(4, (8,), 3), inner_steps=1, epsilon=1.0)
-    trainer = Trainer(
+    trainer = quiet_trainer(
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     )
     trainer.fit(learner, BlobsDataModule())
