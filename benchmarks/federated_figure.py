@@ -25,8 +25,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="label=path/to/federated_result.json")
     parser.add_argument("--output", required=True)
     parser.add_argument("--title", default="Omniglot minimal: unseen test clients, 5-way 1-shot")
+    parser.add_argument("--target", type=float, default=None, help="a target accuracy (%%), drawn as a dashed line")
     options = parser.parse_args()
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    figure, axes = plt.subplots(figsize=(7.0, 4.6))
     for run in options.runs:
         label, path = run.split("=", 1)
         with open(path) as f:
@@ -41,6 +42,8 @@ def main() -> None:
         axes.fill_between(
             x, [a - c for a, c in zip(y, ci)], [a + c for a, c in zip(y, ci)], alpha=0.2, color=line.get_color()
         )
+    if options.target is not None:
+        axes.axhline(options.target, color="grey", linestyle="--", linewidth=1, label=f"{options.target:g}%")
     axes.set_xlabel("meta-steps of all training clients")
     axes.set_ylabel("personalised test accuracy (%)")
     axes.set_title(options.title, fontsize=10)
