@@ -3,7 +3,8 @@
 Faults (``--fault``), injected around every node's real ``ClientApp`` (the server sees only what a
 real faulty SuperNode would send):
     - ``alternate``: training client ``--client`` raises in odd rounds and hangs past the round
-      timeout in even ones (it fails every round);
+      timeout in even ones, by a second, so that it is free again for the next round (it fails
+      every round);
     - ``scaled``: training client ``--client`` sends ``global + scale * (its update)`` (a client
       whose update is 10x too large, or a crude attack).
 
@@ -30,7 +31,7 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict  # noqa: E402
 from lit_meta.federated.cli import parse  # noqa: E402
 
 
-def faulty(fault: str, client: int, scale: float, hang: threading.Event):
+def faulty(fault: str, client: int, scale: float, hang: threading.Event, hang_seconds: float):
     def wrap(app):
         def call(message: Message, context) -> Message:
             if context.node_config["partition-id"] != client or message.metadata.message_type != "train":
@@ -39,7 +40,7 @@ def faulty(fault: str, client: int, scale: float, hang: threading.Event):
             if fault == "alternate":
                 if server_round % 2:
                     raise RuntimeError(f"injected failure in round {server_round}")
-                hang.wait()  # past the round timeout: the server gets no reply (released at the end)
+                hang.wait(hang_seconds)  # past the round timeout: the server gets no reply
                 raise RuntimeError(f"injected hang in round {server_round}")
             honest = app(message, context)
             sent = message.content.array_records["arrays"]
@@ -61,11 +62,12 @@ def main() -> None:
     parser.add_argument("federate", nargs=argparse.REMAINDER, help="-- then a `lit-meta federate` command line")
     options = parser.parse_args()
     args = options.federate[1:] if options.federate[:1] == ["--"] else options.federate
-    hang = threading.Event()
+    run, hang = parse(args), threading.Event()
+    wrap = faulty(options.fault, options.client, options.scale, hang, run.round_timeout + 1.0)
     try:
-        outputs = parse(args).run(wrap_client_app=faulty(options.fault, options.client, options.scale, hang))
+        outputs = run.run(wrap_client_app=wrap)
     finally:
-        hang.set()
+        hang.set()  # a call still hanging ends now
     print(f"Written to {outputs.write_result()}")
 
 

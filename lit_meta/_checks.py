@@ -6,6 +6,7 @@ One message template everywhere: "Expected `ways` <= 136 classes in split 'train
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from typing import Any
 
@@ -26,6 +27,8 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
 
 def _check_positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
     _check_type(name, value, (int, float))
+    if not math.isfinite(value):
+        raise ValueError(f"Expected a finite `{name}`, but got {value}.")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"Expected `{name}` {bound}, but got {value}.")

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_meta._checks import _check_positive_float, _check_positive_int
+
 LOSSES = ("mse", "cross_entropy")
 
 
@@ -81,6 +83,9 @@ def multi_step_loss_weights(steps: int, meta_step: int, anneal_steps: int) -> Te
     Returns:
         ``(S,)`` non-negative weights summing to 1 (float64; cast where used).
     """
+    _check_positive_int("steps", steps)
+    _check_positive_int("meta_step", meta_step, minimum=0)
+    _check_positive_int("anneal_steps", anneal_steps)
     if meta_step >= anneal_steps:
         return torch.nn.functional.one_hot(torch.tensor(steps - 1), steps).double()
     progress, floor = meta_step / anneal_steps, 0.03 / steps
@@ -252,25 +257,39 @@ def gradient_surrogate(params: Sequence[Tensor], grads: Sequence[Tensor | None],
     return value.detach() + inner - inner.detach()
 
 
-def inverse_variance_weights(updates: Tensor, eps: float = 1e-12) -> Tensor:
-    """Aggregation weights of client updates, each inversely proportional to its update's variance.
+def inverse_variance_weights(updates: Tensor, eps: float = 1e-6) -> Tensor:
+    """Aggregation weights of client updates, each inversely proportional to its update's variance
+    about the clients' mean update.
 
-    A client whose update is noisy (few examples, a diverging inner loop, a tampered update scaled
-    up) spreads its values widely and counts less: ``w_i = (1 / (v_i + eps)) / sum_j 1 / (v_j + eps)``
-    with ``v_i`` the variance over the entries of update ``i`` (the "adaptive aggregation from the
-    statistics of the clients' updates" of lit-meta's federated server; not in Flower).
+    Each update is read as a noisy estimate of one common update, and estimates are combined with
+    inverse-variance weights (the minimum-variance unbiased combination of independent estimates).
+    A client's variance is estimated from its spread about the consensus (the mean update):
+    ``v_i = mean_p (u_ip - mean_j u_jp)^2``, and ``w_i = (1 / (v_i + eps * mean_j v_j)) / sum_k (...)``.
+    A client whose update strays (few examples, a diverging inner loop, an update scaled up or
+    shifted, a stale update of zero) counts less; identical updates count equally, and with two
+    clients the weights are always equal (each is as far from the mean as the other). This is the
+    "adaptive aggregation from the statistics of the clients' updates" of lit-meta's federated
+    server (not in Flower). Measuring spread about the consensus rather than each update's own
+    variance matters: a stale zero update or a constant shift has no spread of its own and would
+    otherwise take almost all the weight.
 
     Args:
         updates: ``(C, P)``: client ``i``'s weights minus the global weights, flattened.
-        eps: added to each variance, so an update of zero variance gets a finite weight.
+        eps: relative floor, ``eps * mean_j v_j`` added to each variance, so an update equal to the
+            consensus gets a large but finite weight.
 
     Returns:
         ``(C,)`` non-negative weights summing to 1.
     """
     if updates.dim() != 2 or updates.shape[0] == 0:
         raise ValueError(f"Expected updates of shape (clients, parameters), but got {tuple(updates.shape)}.")
-    variances = updates.double().var(dim=1, unbiased=False)
-    inverse = 1.0 / (variances + eps)
+    _check_positive_float("eps", eps)
+    values = updates.double()
+    variances = (values - values.mean(0)).pow(2).mean(1)
+    scale = variances.mean()
+    if scale == 0:  # every client sent the same update
+        return torch.full((updates.shape[0],), 1.0 / updates.shape[0], dtype=updates.dtype)
+    inverse = 1.0 / (variances + eps * scale)
     return (inverse / inverse.sum()).to(updates.dtype)
 
 

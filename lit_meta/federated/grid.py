@@ -8,6 +8,7 @@ order, so a run is deterministic for a seed and takes milliseconds of overhead p
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 
@@ -15,6 +16,8 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+log = logging.getLogger(__name__)
 
 #: Flower's node id of the server side (``flwr.common.constant.SUPERLINK_NODE_ID``).
 SERVER_NODE_ID = 1
@@ -42,8 +45,9 @@ class InProcessGrid(Grid):
 
     A node whose ``ClientApp`` raises replies with an error message (as a SuperNode does); one that
     takes longer than the ``timeout`` of :meth:`send_and_receive` gives no reply (its call is left
-    to finish in a daemon thread). Each node keeps one ``Context``, so ``context.state`` persists
-    across rounds as on a SuperNode.
+    to finish in a daemon thread), and until that call ends the node is busy: it gets no further
+    message (as if it were offline), so a late call never runs beside another node's. Each node
+    keeps one ``Context``, so ``context.state`` persists across rounds as on a SuperNode.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class InProcessGrid(Grid):
             for i in range(num_nodes)
         }
         self.replies: list[Message] = []  # every reply, in order (for inspection)
+        self._late: dict[int, threading.Thread] = {}  # nodes whose call outlived its timeout
         set_task_identity(run_id)
 
     def set_run(self, run: Run) -> None:
@@ -86,7 +91,8 @@ class InProcessGrid(Grid):
         raise NotImplementedError("InProcessGrid delivers messages only through `send_and_receive`.")
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Each message's reply, in order; ``timeout`` bounds each node's call."""
+        """Each message's reply, in order; ``timeout`` bounds each node's call (the nodes run one after
+        another here, where Flower's runtimes run them side by side and bound the whole exchange)."""
         replies = []
         for message in messages:
             reply = self._deliver(message, timeout)
@@ -96,7 +102,13 @@ class InProcessGrid(Grid):
         return replies
 
     def _deliver(self, message: Message, timeout: float | None) -> Message | None:
-        context = self._contexts[message.metadata.dst_node_id]
+        node = message.metadata.dst_node_id
+        context = self._contexts[node]
+        late = self._late.get(node)
+        if late is not None and late.is_alive():
+            log.warning("Node %d is still busy with an earlier message: it gets none this time.", node)
+            return None
+        self._late.pop(node, None)
         outcome: list[Message] = []
 
         def call() -> None:
@@ -110,6 +122,8 @@ class InProcessGrid(Grid):
         worker = threading.Thread(target=call, daemon=True, name=f"node-{context.node_id}")
         worker.start()
         worker.join(timeout)
+        if worker.is_alive():
+            self._late[node] = worker
         return outcome[0] if outcome else None
 
 

@@ -71,8 +71,8 @@ def load_arrays(learner: torch.nn.Module, arrays: ArrayRecord, absent: Sequence[
 
 
 def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
-    """Refuse weights that must not enter an aggregate: other keys or shapes than ``reference``, or
-    a NaN or infinite value.
+    """Refuse weights that must not enter an aggregate: other keys or shapes than ``reference``, a
+    dtype that is not floating point, or a NaN or infinite value.
 
     Raises:
         ValueError: naming the first offending entry.
@@ -86,5 +86,8 @@ def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
         expected = tuple(reference[name].shape)
         if tuple(array.shape) != expected:
             raise ValueError(f"Expected weights `{name}` of shape {expected}, but got {tuple(array.shape)}.")
-        if not np.isfinite(array.numpy()).all():
+        values = array.numpy()
+        if not np.issubdtype(values.dtype, np.floating):
+            raise ValueError(f"Expected floating-point weights `{name}`, but got dtype {values.dtype}.")
+        if not np.isfinite(values).all():
             raise ValueError(f"Expected finite weights, but got NaN or infinite values in `{name}`.")

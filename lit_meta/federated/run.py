@@ -44,18 +44,28 @@ log = logging.getLogger(__name__)
 Backend = Literal["in_process", "simulation"]
 
 
-def strategy_state(strategy: Strategy) -> dict[str, dict[str, torch.Tensor]]:
+#: Scalars Flower's strategies change from round to round (the adaptive-clipping DP wrappers'
+#: clipping norm); every other scalar attribute is a setting, which a resumed run takes from its config.
+ROUND_SCALARS = ("clipping_norm",)
+
+#: Settings a resumed run must share with its checkpoint: they decide what the rounds compute.
+RESUME_SETTINGS = ("strategy", "clients", "local_steps", "seed", "transfer", "personal")
+
+
+def strategy_state(strategy: Strategy) -> dict[str, Any]:
     """The state a server optimiser accumulates over rounds (FedAdam's and FedYogi's moments, FedAvgM's
-    momentum): every attribute of ``strategy`` (and of the strategies it wraps) that maps names to
-    arrays (FedOpt's) or lists them (FedAvgM's), as tensors keyed by its dotted attribute path (a
-    list's with ``[]`` appended, its arrays keyed by position)."""
+    momentum, an adaptive-clipping wrapper's clipping norm): every attribute of ``strategy`` (and of
+    the strategies it wraps) that maps names to arrays (FedOpt's), lists arrays (FedAvgM's) or is
+    one of :data:`ROUND_SCALARS`, keyed by its dotted attribute path; arrays become tensors."""
     state, prefix, inner = {}, "", strategy
     while isinstance(inner, Strategy):
         for name, value in vars(inner).items():
             if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
                 state[prefix + name] = {k: torch.from_numpy(np.array(v)) for k, v in value.items()}
             elif isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value):
-                state[f"{prefix}{name}[]"] = {str(i): torch.from_numpy(np.array(v)) for i, v in enumerate(value)}
+                state[prefix + name] = [torch.from_numpy(np.array(v)) for v in value]
+            elif name in ROUND_SCALARS and isinstance(value, float):
+                state[prefix + name] = value
         inner, prefix = getattr(inner, "strategy", None), f"{prefix}strategy."
     return state
 
@@ -66,16 +76,20 @@ def accountant_state(strategy: Strategy) -> dict | None:
     return accountant.state_dict() if accountant is not None else None
 
 
-def load_strategy_state(strategy: Strategy, state: dict[str, dict[str, torch.Tensor]]) -> None:
+def load_strategy_state(strategy: Strategy, state: dict[str, Any]) -> None:
     """Put :func:`strategy_state`'s ``state`` back into ``strategy``."""
-    for path, arrays in state.items():
+    for path, value in state.items():
         owner, *parents, name = [strategy, *path.split(".")]
         for parent in parents:
             owner = getattr(owner, parent)
-        if name.endswith("[]"):
-            setattr(owner, name[:-2], [arrays[str(i)].numpy() for i in range(len(arrays))])
+        if name.endswith("[]"):  # a list, as checkpoints written before lists were kept as lists stored it
+            name, value = name[:-2], [value[str(i)] for i in range(len(value))]
+        if isinstance(value, dict):
+            setattr(owner, name, {k: v.numpy() for k, v in value.items()})
+        elif isinstance(value, list):
+            setattr(owner, name, [v.numpy() for v in value])
         else:
-            setattr(owner, name, {k: v.numpy() for k, v in arrays.items()})
+            setattr(owner, name, float(value))
 
 
 class RunOutputs:
@@ -159,6 +173,7 @@ class RunOutputs:
                 "arrays": {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()},
                 "strategy": strategy_state(self.strategy),
                 "accountant": accountant_state(self.strategy),
+                "settings": self.settings,
             },
         }
         if self.preprocessing is not None:
@@ -180,15 +195,25 @@ class RunOutputs:
         return path
 
 
-def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[int, ArrayRecord, str, list[dict]]:
+def resume_from(
+    path: str, learner: MetaLearner, strategy: Strategy, settings: dict[str, Any] | None = None
+) -> tuple[int, ArrayRecord, str, list[dict]]:
     """Load a round checkpoint of :class:`RunOutputs` into ``learner`` and ``strategy``.
+
+    Args:
+        path: the checkpoint.
+        learner: the run's learner (of the checkpoint's class).
+        strategy: the run's strategy.
+        settings: the run's :meth:`FederatedRun.settings`; those of :data:`RESUME_SETTINGS` must
+            equal the checkpoint's.
 
     Returns:
         ``(round, the server's global arrays, version folder, records so far)``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a federated checkpoint, or one of another learner class.
+        ValueError: not a federated checkpoint, one of another learner class, or one of a run with
+            other settings (strategy, clients, local steps, seed, transfer dtype or personal weights).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected a federated round checkpoint at {path!r}, but got no such file.")
@@ -198,6 +223,7 @@ def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[in
     saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
     if saved is not None and import_subclass(saved, MetaLearner) is not type(learner):
         raise ValueError(f"Expected a checkpoint of {type(learner).__name__} to resume, but {path!r} holds a {saved}.")
+    _check_same_settings(path, checkpoint["federated"].get("settings"), settings)
     learner.load_state_dict(checkpoint["state_dict"])
     load_strategy_state(strategy, checkpoint["federated"]["strategy"])
     if checkpoint["federated"].get("accountant") is not None and getattr(strategy, "accountant", None) is not None:
@@ -210,6 +236,16 @@ def resume_from(path: str, learner: MetaLearner, strategy: Strategy) -> tuple[in
             records = [r for r in json.load(f)["rounds"] if r["round"] <= checkpoint["federated"]["round"]]
     arrays = ArrayRecord({k: Array(v.numpy()) for k, v in checkpoint["federated"]["arrays"].items()})
     return int(checkpoint["federated"]["round"]), arrays, version_dir, records
+
+
+def _check_same_settings(path: str, saved: dict[str, Any] | None, settings: dict[str, Any] | None) -> None:
+    if saved is None or settings is None:  # a checkpoint written before settings were kept
+        return
+    for key in RESUME_SETTINGS:
+        if key in saved and saved[key] != settings.get(key):
+            raise ValueError(
+                f"Expected `{key}` {saved[key]!r} to resume the run of {path!r}, but got {settings.get(key)!r}."
+            )
 
 
 class FederatedRun:
@@ -235,10 +271,15 @@ class FederatedRun:
             and never sends (partial federation: ``["*head*"]`` federates only the body, FedPer/FedRep
             style; the patterns of the body federate only the head). Checkpoints hold the initial values.
         num_cpus: CPUs Ray may use in ``simulation`` (each client takes one).
+        client_gpus: the share of a GPU each client asks Ray for in ``simulation`` (e.g. 0.25: four
+            clients per GPU); Ray hides the GPUs from a client that asks for none, so a GPU
+            ``accelerator`` needs it > 0.
         log_dir: folder of the TensorBoard version folders.
         version: name of this run's version folder (default ``version_<n>``).
         resume: a round checkpoint (``<version>/checkpoints/last.ckpt``) to continue from; the run goes
-            on in that checkpoint's version folder.
+            on in that checkpoint's version folder. Its strategy, clients, local steps, seed,
+            transfer dtype and personal patterns must be this run's; personal weights restart from
+            their initial values (a warning says so).
     """
 
     def __init__(
@@ -258,6 +299,7 @@ class FederatedRun:
         transfer: Literal["float32", "float16"] = "float32",
         personal: list[str] | None = None,
         num_cpus: int = 2,
+        client_gpus: float = 0.0,
         log_dir: str = "lightning_logs",
         version: str | None = None,
         resume: str | None = None,
@@ -270,11 +312,18 @@ class FederatedRun:
         _check_one_of("backend", backend, ("in_process", "simulation"))
         _check_one_of("transfer", transfer, ("float32", "float16"))
         _check_positive_float("round_timeout", round_timeout)
+        _check_positive_float("client_gpus", client_gpus, allow_zero=True)
+        if backend == "simulation" and accelerator in ("gpu", "cuda") and client_gpus == 0:
+            raise ValueError(
+                f"Expected `client_gpus` > 0 for simulated clients on accelerator {accelerator!r} (Ray hides the "
+                f"GPUs from clients that ask for none), but got {client_gpus}."
+            )
         _check_type("seed", seed, int)
         self.model, self.data, self.strategy = model, data, strategy
         self.rounds, self.local_steps, self.backend = rounds, local_steps, backend
         self.min_replies, self.round_timeout, self.evaluate_every = min_replies, round_timeout, evaluate_every
         self.seed, self.accelerator, self.precision, self.num_cpus = seed, accelerator, precision, num_cpus
+        self.client_gpus = client_gpus
         self.log_dir, self.version, self.resume, self.transfer = log_dir, version, resume, transfer
         self.personal = personal_names(model, personal) if personal else []  # checked before round 1
 
@@ -330,7 +379,7 @@ class FederatedRun:
             app,
             num_supernodes=nodes,
             backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "client_resources": {"num_cpus": 1, "num_gpus": float(self.client_gpus)},
                 "init_args": {"num_cpus": self.num_cpus},
             },
         )
@@ -350,7 +399,15 @@ class FederatedRun:
         start_round, arrays, version, records = 0, None, self.version, []
         log_dir = self.log_dir
         if self.resume is not None:
-            start_round, arrays, version_dir, records = resume_from(self.resume, self.model, self.strategy)
+            start_round, arrays, version_dir, records = resume_from(
+                self.resume, self.model, self.strategy, self.settings()
+            )
+            if self.personal:
+                log.warning(
+                    "Resuming: the clients' personal weights (%s) start again from their initial values; "
+                    "they lived in each client's Flower Context.state, which a new run starts empty.",
+                    ", ".join(self.personal[:3]) + (", ..." if len(self.personal) > 3 else ""),
+                )
             log_dir, version = os.path.dirname(version_dir), os.path.basename(version_dir)
             if start_round >= self.rounds:
                 raise ValueError(

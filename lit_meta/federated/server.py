@@ -9,6 +9,8 @@ FedAdam, FedMedian, a DP wrapper, ...) and:
 - before it aggregates a round, leaves out, with a logged warning, replies whose weights are
   NaN/infinite or of other keys or shapes than the global model's, and stops the run with
   :class:`FederationError` if fewer than ``min_replies`` usable replies remain;
+- leaves out evaluation replies without their metrics or with non-finite ones (a warning, and
+  ``eval-failures`` in the round's record) and stops the run if an evaluated round has none left;
 - pools the test clients' personalised results into one mean with its 95% CI and keeps each
   client's figure (:attr:`Guarded.rounds`), with the replies, failures and bytes of every round.
 """
@@ -16,17 +18,19 @@ FedAdam, FedMedian, a DP wrapper, ...) and:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
-from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
+from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.grid import NodeSubset
 from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays, personal_names, without
@@ -63,7 +67,8 @@ def discover_roles(grid: Grid, expected_nodes: int | None = None, timeout: float
         timeout: seconds to wait for the nodes and for their answers.
 
     Raises:
-        FederationError: too few nodes connected, a node did not answer, or no node trains.
+        FederationError: too few nodes connected, a node did not answer, a node gave an unknown role,
+            two nodes claimed one partition id, or no node trains.
     """
     deadline = time.monotonic() + timeout
     while len(nodes := list(grid.get_node_ids())) < (expected_nodes or 1):
@@ -86,13 +91,39 @@ def discover_roles(grid: Grid, expected_nodes: int | None = None, timeout: float
     for node, reply in sorted(answers.items()):
         identity = reply.content.config_records["identity"]
         partition[node] = int(identity["partition-id"])
+        _check_role(node, identity["role"])
         if identity["role"] in ("train", "both"):
             train.append(node)
         if identity["role"] in ("test", "both"):
             test.append(node)
+    _check_unique_partitions(partition)
     if not train:
         raise FederationError(f"Expected >= 1 training client among the {len(nodes)} nodes, but got none.")
     return Roles(partition, train, test)
+
+
+ROLES = ("train", "test", "both")
+
+
+def _check_role(node: int, role: object) -> None:
+    if role not in ROLES:
+        raise FederationError(
+            f"Expected node {node}'s role to be one of {', '.join(map(repr, ROLES))}, but got {role!r}."
+        )
+
+
+def _check_unique_partitions(partition: dict[int, int]) -> None:
+    """Two nodes claiming one partition id (two SuperNodes started with the same ``partition-id``)
+    would train on the same data and share one client's evaluation record."""
+    nodes_of: dict[int, list[int]] = {}
+    for node, client in partition.items():
+        nodes_of.setdefault(client, []).append(node)
+    for client, nodes in sorted(nodes_of.items()):
+        if len(nodes) > 1:
+            raise FederationError(
+                f"Expected one node per partition id, but got {len(nodes)} nodes ({', '.join(map(str, nodes))}) "
+                f"with partition id {client}."
+            )
 
 
 def check_strategy(strategy: Strategy, roles: Roles) -> None:
@@ -151,10 +182,14 @@ class Guarded(Strategy):
         _check_positive_int("min_replies", min_replies)
         _check_positive_int("evaluate_every", evaluate_every)
         _check_positive_int("round_offset", round_offset, minimum=0)
+        _check_type("metric", metric, str)
+        if last_round is not None:
+            _check_positive_int("last_round", last_round)
         self.strategy, self.min_replies, self.roles, self.metric = strategy, min_replies, roles, metric
         self.evaluate_every, self.last_round, self.round_offset = evaluate_every, last_round, round_offset
         self.seed, self.transfer = seed, transfer
         self._global: ArrayRecord | None = None
+        self._evaluations_sent = 0  # evaluation messages of the current round
         self.rounds: dict[int, dict] = {}  # per (absolute) round: counts, bytes, metrics, per-client results
 
     def summary(self) -> None:
@@ -167,7 +202,11 @@ class Guarded(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         server_round += self.round_offset
+        # Flower's strategies sample clients from Python's `random`; its DP wrappers draw noise from
+        # NumPy's global generator: both are seeded per round, so a resumed run draws what an
+        # uninterrupted one would.
         random.seed(self.seed * 1_000_003 + server_round)
+        np.random.seed((self.seed * 1_000_003 + server_round) % 2**32)
         self._global = arrays
         grid = self._grid(grid, self.roles.train if self.roles else None)
         messages = self._encode(self.strategy.configure_train(server_round, arrays, config, grid))
@@ -222,12 +261,15 @@ class Guarded(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         server_round += self.round_offset
+        self._evaluations_sent = 0
         if server_round % self.evaluate_every and server_round != self.last_round:
             return []
         if self.roles is not None and not self.roles.test:
             return []
         grid = self._grid(grid, self.roles.test if self.roles else None)
-        return self._encode(self.strategy.configure_evaluate(server_round, arrays, config, grid))
+        messages = self._encode(self.strategy.configure_evaluate(server_round, arrays, config, grid))
+        self._evaluations_sent = len(messages)
+        return messages
 
     def _encode(self, messages: Iterable[Message]) -> list[Message]:
         """The strategy's messages, their weights cast to the ``transfer`` dtype."""
@@ -235,7 +277,9 @@ class Guarded(Strategy):
         if self.transfer != "float32":
             for message in messages:
                 for key, record in message.content.array_records.items():
-                    message.content[key] = cast.setdefault(id(record), cast_arrays(record, self.transfer))
+                    if id(record) not in cast:  # the strategy sends one record to every client: cast it once
+                        cast[id(record)] = cast_arrays(record, self.transfer)
+                    message.content[key] = cast[id(record)]
         return messages
 
     def _decode(self, reply: Message) -> Message:
@@ -248,36 +292,56 @@ class Guarded(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset
         replies = list(replies)
-        for reply in replies:
-            if reply.has_error():
-                log.warning(
-                    "Round %d: node %d failed to evaluate: %s",
-                    server_round,
-                    reply.metadata.src_node_id,
-                    reply.error.reason,
-                )
-        replies = [r for r in replies if not r.has_error()]
-        if not replies:
+        if not self._evaluations_sent:  # Flower asks every round; this one evaluated nothing
             return None
-        clients = {}
+        clients, usable, reasons = {}, [], []
         for reply in replies:
-            metrics = reply.content.metric_records["metrics"]
             node = reply.metadata.src_node_id
-            client = self.roles.partition[node] if self.roles else node
-            clients[client] = {
-                "tasks": int(metrics["num-examples"]),
-                self.metric: float(metrics[self.metric]),
-                f"{self.metric}-sq": float(metrics[f"{self.metric}-sq"]),
-            }
+            try:
+                if reply.has_error():
+                    raise ValueError(reply.error.reason)
+                figures = self._evaluation(reply)
+            except ValueError as err:
+                log.warning("Round %d: left the evaluation of node %d out: %s", server_round, node, err)
+                reasons.append(f"node {node}: {err}")
+                continue
+            clients[self.roles.partition[node] if self.roles else node] = figures
+            usable.append(reply)
+        record = self.rounds.setdefault(server_round, {})
+        record["eval-failures"] = self._evaluations_sent - len(usable)
+        if not usable:  # never a round without its result, as Flower would give
+            listed = "; ".join(reasons[:3]) or "no reply arrived before the round timeout"
+            raise FederationError(
+                f"Expected >= 1 usable evaluation reply in round {server_round}, but got 0 of "
+                f"{self._evaluations_sent} ({listed})."
+            )
         ordered = [clients[c] for c in sorted(clients)]
         mean, ci95 = pooled_mean_ci95(
             [c[self.metric] for c in ordered], [c[f"{self.metric}-sq"] for c in ordered], [c["tasks"] for c in ordered]
         )
-        self.rounds.setdefault(server_round, {}).update(
+        record.update(
             {self.metric: mean, f"{self.metric}-ci95": ci95, "test-tasks": sum(c["tasks"] for c in ordered)},
             clients={c: {"tasks": v["tasks"], self.metric: v[self.metric]} for c, v in sorted(clients.items())},
         )
-        return self.strategy.aggregate_evaluate(server_round, replies)
+        return self.strategy.aggregate_evaluate(server_round, usable)
+
+    def _evaluation(self, reply: Message) -> dict[str, float]:
+        """A test client's summary (tasks, mean and mean square of the metric), checked.
+
+        Raises:
+            ValueError: the reply lacks the metrics, or holds a count < 1 or a non-finite value.
+        """
+        records = reply.content.metric_records
+        keys = ("num-examples", self.metric, f"{self.metric}-sq")
+        if "metrics" not in records or any(key not in records["metrics"] for key in keys):
+            raise ValueError(f"Expected an evaluation reply with metrics {', '.join(keys)}, but got another reply.")
+        metrics = records["metrics"]
+        figures = {"tasks": int(metrics["num-examples"]), **{key: float(metrics[key]) for key in keys[1:]}}
+        if figures["tasks"] < 1:
+            raise ValueError(f"Expected >= 1 evaluated tasks, but got {figures['tasks']}.")
+        if not all(math.isfinite(v) for v in figures.values()):
+            raise ValueError(f"Expected finite evaluation metrics, but got {figures}.")
+        return figures
 
 
 def _content_bytes(message: Message) -> int:
@@ -318,13 +382,16 @@ def federate(
 
     Raises:
         ValueError: the strategy cannot sample the clients there are.
-        FederationError: a node did not say which client it is, or a round had fewer than
-            ``min_replies`` usable replies.
+        FederationError: a node did not say which client it is, a round had fewer than
+            ``min_replies`` usable replies, or an evaluated round had no usable evaluation reply.
     """
     _check_positive_int("rounds", rounds)
     _check_positive_int("local_steps", local_steps)
     _check_type("seed", seed, int)
     _check_positive_int("start_round", start_round, minimum=0)
+    _check_positive_float("round_timeout", round_timeout)
+    if expected_nodes is not None:
+        _check_positive_int("expected_nodes", expected_nodes)
     if start_round >= rounds:
         raise ValueError(f"Expected `start_round` < {rounds} rounds, but got {start_round}.")
     names = personal_names(learner, personal) if personal else []

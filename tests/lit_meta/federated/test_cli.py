@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -127,6 +128,49 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(server, dat
     assert [r["round"] for r in rounds] == [1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--seed=1", "Expected `seed` 0 to resume the run of '{ckpt}', but got 1."),
+        ("--local_steps=3", "Expected `local_steps` 2 to resume the run of '{ckpt}', but got 3."),
+        (
+            "--strategy=flwr.serverapp.strategy.FedMedian",
+            "Expected `strategy` 'flwr.serverapp.strategy.fedavg.FedAvg' to resume the run of '{ckpt}', but got "
+            "'flwr.serverapp.strategy.fedmedian.FedMedian'.",
+        ),
+    ],
+    ids=["seed", "local_steps", "strategy"],
+)
+def test_a_resume_with_other_settings_is_refused(option, message, data_dir, tmp_path, capsys):
+    federate(data_dir, tmp_path, "--rounds=1", "--version=cut")
+    checkpoint = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    code, line = error_of(capsys, data_dir, tmp_path, "--rounds=2", option, f"--resume={checkpoint}")
+    assert code == 2
+    assert line.endswith(message.format(ckpt=checkpoint))
+
+
+def test_an_adaptive_clipping_norm_and_a_momentum_list_come_back_from_the_strategy_state():
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideAdaptiveClipping, FedAvg, FedAvgM
+
+    from lit_meta.federated.run import load_strategy_state, strategy_state
+
+    def server() -> DifferentialPrivacyServerSideAdaptiveClipping:
+        return DifferentialPrivacyServerSideAdaptiveClipping(FedAvgM(), 0.1, num_sampled_clients=2)
+
+    trained = server()
+    trained.clipping_norm = 0.37  # as the wrapper adapts it from round to round
+    trained.strategy.momentum_vector = [np.arange(3.0), np.ones((2, 2))]
+    state = strategy_state(trained)
+    restored = server()
+    load_strategy_state(restored, state)
+    assert restored.clipping_norm == 0.37
+    assert [a.tolist() for a in restored.strategy.momentum_vector] == [[0.0, 1.0, 2.0], [[1.0, 1.0], [1.0, 1.0]]]
+    # A list saved as checkpoints before this format did: `name[]`, its arrays keyed by position.
+    legacy = FedAvg()
+    load_strategy_state(legacy, {"momentum_vector[]": {"0": torch.zeros(2), "1": torch.ones(1)}})
+    assert [a.tolist() for a in legacy.momentum_vector] == [[0.0, 0.0], [1.0]]
+
+
 @pytest.mark.parametrize("learner", LEARNERS)
 def test_every_federated_config_runs_a_round(learner, data_dir, tmp_path):
     federate(data_dir, tmp_path, "--rounds=1", "--local_steps=1", "--version=smoke", learner=learner)
@@ -169,6 +213,11 @@ def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_client
         (
             ("--resume=/no/such.ckpt",),
             "Expected a federated round checkpoint at '/no/such.ckpt', but got no such file.",
+        ),
+        (
+            ("--backend=simulation", "--accelerator=gpu"),
+            "Expected `client_gpus` > 0 for simulated clients on accelerator 'gpu' (Ray hides the GPUs from "
+            "clients that ask for none), but got 0.0.",
         ),
     ],
 )

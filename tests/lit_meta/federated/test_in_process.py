@@ -151,10 +151,15 @@ def test_weights_of_another_shape_are_refused():
     learner = build("protonet", "classification")
     reference = learner_arrays(learner)
     other = learner_arrays(LEARNERS["protonet"](5, "cross_entropy"))
-    with pytest.raises(
-        ValueError, match=r"Expected weights `.*` of shape \(\d+, 8\), but got \(\d+, 8\)|Expected weights"
-    ):
+    with pytest.raises(ValueError, match=r"Expected weights `.+` of shape \(8, 4\), but got \(8, 1\)\."):
         check_arrays(other, reference)
+
+
+def test_weights_that_are_not_floating_point_are_refused():
+    reference = learner_arrays(build("protonet", "classification"))
+    state = {k: v.to(torch.int64) for k, v in reference.to_torch_state_dict().items()}
+    with pytest.raises(ValueError, match=r"Expected floating-point weights `.+`, but got dtype int64\."):
+        check_arrays(ArrayRecord(state), reference)
 
 
 def _release_hung_nodes(release: threading.Event) -> None:
@@ -317,3 +322,116 @@ def test_a_node_that_cannot_say_which_client_it_is_stops_the_run_before_round_1(
     ):
         federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     assert not [r for r in grid.replies if r.metadata.message_type == "train"]
+
+
+def _answering_role(app, partition: int, role: str):
+    """``app``, except that partition ``partition`` says it has role ``role``."""
+
+    def wrapped(message: Message, context):
+        reply = app(message, context)
+        if message.metadata.message_type == "query" and context.node_config["partition-id"] == partition:
+            reply.content.config_records["identity"]["role"] = role
+        return reply
+
+    return wrapped
+
+
+def test_a_node_with_an_unknown_role_stops_the_run_before_round_1():
+    learner = build("protonet", "classification")
+    grid = _grid(learner, wrap=lambda app: _answering_role(app, 1, "Train"))
+    with pytest.raises(
+        FederationError, match=r"Expected node 1001's role to be one of 'train', 'test', 'both', but got 'Train'\."
+    ):
+        federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    assert not [r for r in grid.replies if r.metadata.message_type == "train"]
+
+
+def test_two_nodes_with_one_partition_id_stop_the_run_before_round_1():
+    learner = build("protonet", "classification")
+    app = client_app(MetaClient(learner, ClientBlobs, local_steps=2))
+    grid = InProcessGrid(app, 3, node_config=lambda i: {"partition-id": min(i, 1), "num-partitions": 3})
+    with pytest.raises(
+        FederationError,
+        match=r"Expected one node per partition id, but got 2 nodes \(1001, 1002\) with partition id 1\.",
+    ):
+        federate(grid, learner, _fedavg(3), rounds=1, local_steps=2)
+
+
+def _failing_evaluation(app, nodes: set[int], reply=None):
+    """``app``, except that the partitions in ``nodes`` raise in evaluation (or reply ``reply(honest)``)."""
+
+    def wrapped(message: Message, context):
+        if context.node_config["partition-id"] in nodes and message.metadata.message_type == "evaluate":
+            if reply is None:
+                raise RuntimeError("GPU lost")
+            return reply(app(message, context))
+        return app(message, context)
+
+    return wrapped
+
+
+def _nan_accuracy(honest: Message) -> Message:
+    honest.content.metric_records["metrics"]["accuracy"] = float("nan")
+    return honest
+
+
+def test_an_evaluation_with_a_nan_metric_is_left_out_and_counted(caplog):
+    learner = build("protonet", "classification")
+    grid = _grid(learner, wrap=lambda app: _failing_evaluation(app, {2}, reply=_nan_accuracy))
+    with caplog.at_level("WARNING", logger="lit_meta.federated.server"):
+        result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    record = result.rounds[1]
+    assert record["eval-failures"] == 1 and sorted(record["clients"]) == [0, 1, 3]
+    assert np.isfinite(record["accuracy"])
+    assert "left the evaluation of node 1002 out: Expected finite evaluation metrics" in caplog.text
+
+
+def test_a_round_whose_every_evaluation_fails_stops_the_run():
+    learner = build("protonet", "classification")
+    grid = _grid(learner, wrap=lambda app: _failing_evaluation(app, {0, 1, 2, 3}))
+    with pytest.raises(
+        FederationError,
+        match=r"Expected >= 1 usable evaluation reply in round 1, but got 0 of 4 \(node \d+: RuntimeError: GPU lost; ",
+    ):
+        federate(grid, learner, _fedavg(4), rounds=2, local_steps=2)
+
+
+def test_a_node_still_busy_past_the_timeout_gets_no_message_until_its_call_ends(caplog):
+    learner = build("protonet", "classification")
+    release, calls = threading.Event(), []
+
+    def slow(app):
+        def wrapped(message, context):
+            if context.node_config["partition-id"] == 2 and message.metadata.message_type == "train":
+                calls.append(message.content.config_records["config"]["server-round"])
+                release.wait(30)  # round 1 only: it is still running in round 2
+            return app(message, context)
+
+        return wrapped
+
+    grid = _grid(learner, wrap=slow)
+    try:
+        with caplog.at_level("WARNING", logger="lit_meta.federated.grid"):
+            result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=2.0)
+    finally:
+        _release_hung_nodes(release)
+    assert calls == [1]  # never a second call beside the first
+    assert [result.rounds[r]["replies"] for r in (1, 2)] == [3, 3]
+    assert "Node 1002 is still busy with an earlier message" in caplog.text
+
+
+def test_each_round_seeds_the_generators_flower_samples_and_draws_noise_from():
+    import random
+
+    from flwr.app import ConfigRecord
+
+    from lit_meta.federated.server import Guarded
+
+    learner = build("protonet", "classification")
+    grid, arrays = _grid(learner), learner_arrays(learner)
+    guarded = Guarded(_fedavg(4), seed=3)
+    draws = []
+    for server_round in (1, 1, 2):
+        guarded.configure_train(server_round, arrays, ConfigRecord(), grid)
+        draws.append((random.random(), float(np.random.rand())))
+    assert draws[0] == draws[1] and draws[0][0] != draws[2][0] and draws[0][1] != draws[2][1]
