@@ -57,16 +57,32 @@ class PerStepBatchNorm(nn.Module):
 
     @classmethod
     def from_batch_norm(cls, norm: nn.modules.batchnorm._BatchNorm, rows: int) -> PerStepBatchNorm:
-        """Every row starts as ``norm``'s parameters (and statistics)."""
-        layer = cls(norm.num_features, rows, norm.eps, norm.momentum or 0.1, norm.track_running_stats)
+        """Every row starts as ``norm``'s parameters (and statistics), on its device and in its dtype.
+
+        Raises:
+            ValueError: ``norm`` has no affine parameters (nothing per step to learn) or a cumulative
+                moving average (``momentum=None``), which per-step rows do not keep.
+        """
+        if not norm.affine:
+            raise ValueError(
+                f"Expected BatchNorm layers with affine parameters for `per_step_batch_norm`, but got "
+                f"{type(norm).__name__}({norm.num_features}, affine=False)."
+            )
+        if norm.track_running_stats and norm.momentum is None:
+            raise ValueError(
+                f"Expected a BatchNorm `momentum` for `per_step_batch_norm`'s running statistics, but got None "
+                f"(a cumulative average) in {type(norm).__name__}({norm.num_features})."
+            )
+        momentum = 0.1 if norm.momentum is None else norm.momentum  # unused without running statistics
+        layer = cls(norm.num_features, rows, norm.eps, momentum, norm.track_running_stats)
+        layer.to(device=norm.weight.device, dtype=norm.weight.dtype)
         with torch.no_grad():
-            if norm.affine:
-                layer.weight.copy_(norm.weight.expand(rows, -1))
-                layer.bias.copy_(norm.bias.expand(rows, -1))
+            layer.weight.copy_(norm.weight.expand(rows, -1))
+            layer.bias.copy_(norm.bias.expand(rows, -1))
             if norm.track_running_stats:
                 layer.running_mean.copy_(norm.running_mean.expand(rows, -1))
                 layer.running_var.copy_(norm.running_var.expand(rows, -1))
-        return layer.to(norm.weight.device) if norm.affine else layer
+        return layer
 
     def forward(self, x: Tensor) -> Tensor:
         row = min(self.step, self.rows - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ class MetaDistillation(MetaLearner):
         temperature: ``T > 0`` of the soft targets (classification).
         beta: weight of the feature hint (0: none). Reptile has no meta-gradient for the projection
             to learn from: keep 0 there.
-        gamma: weight of the relational (pairwise distance) term (0: none).
+        gamma: weight of the relational (pairwise distance) term (0: none; 0 for Reptile, as ``beta``).
 
     Shape:
         Those of the student: a task with support ``(B, Ns, *input_shape)`` gives query predictions
@@ -78,11 +79,8 @@ class MetaDistillation(MetaLearner):
         _check_positive_float("temperature", temperature)
         _check_positive_float("beta", beta, allow_zero=True)
         _check_positive_float("gamma", gamma, allow_zero=True)
-        if beta > 0 and isinstance(student, Reptile):
-            raise ValueError(
-                f"Expected `beta` 0 with a Reptile student (its outer step is no gradient the feature projection "
-                f"could learn from), but got {beta}."
-            )
+        if isinstance(student, Reptile):
+            _check_no_embedding_terms_for_reptile(beta, gamma)
         super().__init__(
             loss=student.loss,
             eval_inner_steps=student.eval_inner_steps,
@@ -97,6 +95,8 @@ class MetaDistillation(MetaLearner):
         # Outside the module tree: not in the state dict, the optimizer, DDP or Lightning's device moves.
         self._teacher: list[MetaLearner] = []
         self._teacher_preprocessing: dict | None = None  # how the teacher's training images were prepared
+        # The teacher's outputs for the task in hand: the multi-step loss asks after every inner step.
+        self._teacher_cache: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
         student.objective = self.distillation_losses
 
     # ---- the student is the learner ----------------------------------------------------------------
@@ -132,6 +132,7 @@ class MetaDistillation(MetaLearner):
             return self.student.training_step(batch, batch_idx)
         finally:
             self.student._current_fx_name = None
+            self._teacher_cache = None
 
     # ---- the teacher -------------------------------------------------------------------------------
     @property
@@ -165,12 +166,19 @@ class MetaDistillation(MetaLearner):
         self._check_teacher_data(getattr(self.trainer, "datamodule", None))  # loads the teacher (and projection)
 
     def _check_teacher_data(self, datamodule: Any) -> None:
-        """The teacher must read the training images as they come and classify as many ways."""
+        """The teacher must read the training images as they come and predict as many classes."""
         teacher, ways = self.teacher, getattr(datamodule, "ways", None)
         if isinstance(ways, int) and teacher.max_ways is not None and ways > teacher.max_ways:
             raise ValueError(
                 f"Expected `data.ways` <= {teacher.max_ways} (the teacher's `out_features`), but got {ways}."
             )
+        if isinstance(ways, int) and self.is_classifier:  # a head predicts its size, a metric learner `ways`
+            taught, learnt = teacher.max_ways or ways, self.student.max_ways or ways
+            if taught != learnt:
+                raise ValueError(
+                    f"Expected a teacher predicting {learnt} classes per {ways}-way task like the student, but got "
+                    f"one predicting {taught} in `teacher_ckpt` {self.teacher_ckpt!r}."
+                )
         preprocessing = getattr(datamodule, "preprocessing", None)
         data = preprocessing() if callable(preprocessing) else None
         taught = self._teacher_preprocessing
@@ -185,24 +193,19 @@ class MetaDistillation(MetaLearner):
 
     def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
         """``(B,)`` the student's objective for its query predictions ``(B, Nq, *out)`` of ``task``."""
-        if self.alpha == 0 and self.projection is None and self.gamma == 0:
+        if self.alpha == 0 and self.beta == 0 and self.gamma == 0:
             return self.student.task_losses(predictions, task.query_y)  # the student alone: no teacher to run
-        teacher = self.teacher
-        if teacher.device != predictions.device:
-            teacher.to(predictions.device)
+        teacher_predictions, teacher_features = self._teacher_outputs(task, predictions.device)
         if self.alpha > 0:
-            teacher_predictions = teacher.evaluate_episode(task)
             losses = distillation_losses(
                 predictions, teacher_predictions, task.query_y, self.loss, self.alpha, self.temperature
             )
         else:  # the embedding terms alone: no teacher episode
             losses = self.student.task_losses(predictions, task.query_y)
-        if self.projection is not None or self.gamma > 0:
+        if teacher_features is not None:
             # One forward per task over its support and query images, as the learners embed them.
             images = torch.cat([task.support_x, task.query_x], 1)
             student_features = torch.stack([self.student.embed(x) for x in images])
-            with torch.no_grad():
-                teacher_features = torch.stack([teacher.embed(x) for x in images])
             if self.projection is not None:
                 hint = feature_hint_losses(self.projection(student_features), teacher_features)
                 losses = losses + self.beta * hint.to(losses.dtype)
@@ -211,12 +214,56 @@ class MetaDistillation(MetaLearner):
                 losses = losses + self.gamma * relational.to(losses.dtype)
         return losses
 
+    def _teacher_outputs(self, task: Task, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+        """The teacher's query predictions (``alpha > 0``) and embeddings of the support and query
+        images (``beta`` or ``gamma > 0``) for ``task``, computed once per task of a training step."""
+        cached = self._teacher_cache
+        if cached is not None and cached[0] is task.support_x and cached[1] is task.query_x:
+            return cached[2], cached[3]
+        teacher = self.teacher
+        if teacher.device != device:
+            teacher.to(device)
+        predictions = teacher.evaluate_episode(task) if self.alpha > 0 else None
+        features = None
+        if self.beta > 0 or self.gamma > 0:
+            with torch.no_grad():
+                features = torch.stack([teacher.embed(x) for x in torch.cat([task.support_x, task.query_x], 1)])
+        self._teacher_cache = (task.support_x, task.query_x, predictions, features)  # holds them: ids stay unique
+        return predictions, features
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._teacher:  # which teacher trained this student: a resumed run must get the same one
+            checkpoint["lit_meta"]["teacher"] = weights_fingerprint(self._teacher[0])
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        expected = checkpoint.get("lit_meta", {}).get("teacher")
+        resuming = self._trainer is not None and self.trainer.state.fn == "fit"
+        if resuming and expected is not None and (found := weights_fingerprint(self.teacher)) != expected:
+            raise ValueError(
+                f"Expected the teacher this run was trained with (weights {expected}) in `teacher_ckpt` "
+                f"{self.teacher_ckpt!r} to resume it, but got other weights ({found})."
+            )
         # A student trained with the feature hint kept its projection: rebuild it to load the weights.
         weight = checkpoint.get("state_dict", {}).get("projection.weight")
         if weight is not None and self.projection is None:
             self.projection = feature_projection(weight.shape[1], weight.shape[0])
+
+
+def _check_no_embedding_terms_for_reptile(beta: float, gamma: float) -> None:
+    # Reptile embeds with its meta-weights, not the weights it fine-tunes, and its outer step is no
+    # gradient: a term on its embeddings would reach neither.
+    if beta > 0:
+        raise ValueError(
+            f"Expected `beta` 0 with a Reptile student (its outer step is no gradient the feature projection "
+            f"could learn from), but got {beta}."
+        )
+    if gamma > 0:
+        raise ValueError(
+            f"Expected `gamma` 0 with a Reptile student (its inner steps fine-tune weights its embeddings do "
+            f"not read, and its outer step is no gradient), but got {gamma}."
+        )
 
 
 def feature_projection(student_size: int, teacher_size: int) -> nn.Linear:
@@ -225,6 +272,16 @@ def feature_projection(student_size: int, teacher_size: int) -> nn.Linear:
     with torch.random.fork_rng(devices=[]):  # the global stream is left as it was
         torch.manual_seed(0)
         return nn.Linear(student_size, teacher_size)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A short hash of ``module``'s state (names, shapes, dtypes and values), to tell two teachers apart."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def embedding_size(learner: MetaLearner) -> int:

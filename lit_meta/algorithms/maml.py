@@ -190,9 +190,15 @@ class MAML(MetaLearner):
     def embed(self, x: Tensor) -> Tensor:
         # MAML's adapted backbone reads its `features`; ANIL's body is the features and adapts the head only.
         self._set_step(self.maml, 0)
-        x = self.body(x)
+        if not isinstance(self.body, nn.Identity):
+            return self.body(x).flatten(1)
         features = getattr(self.maml.module, "features", None)
-        return (features(x) if isinstance(features, nn.Module) else x).flatten(1)
+        if not isinstance(features, nn.Module):
+            raise NotImplementedError(
+                f"{type(self).__name__} embeds with its backbone's `features` module, but "
+                f"{type(self.maml.module).__name__} has none."
+            )
+        return features(x).flatten(1)
 
     def resolved_inner_loop(self) -> str:
         """``"clone"`` or ``"batched"``: what ``inner_loop`` means on the learner's current device."""

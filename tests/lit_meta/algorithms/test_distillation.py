@@ -96,9 +96,12 @@ def test_relational_loss_ignores_scale_rotation_and_size():
 
 
 def test_relational_loss_has_a_finite_gradient_where_embeddings_coincide():
-    student = torch.zeros(1, 3, 2, requires_grad=True)  # every distance 0
-    relational_distance_losses(student, torch.randn(1, 3, 5)).backward()
+    # Images 0 and 1 share an embedding (a distance of 0, whose norm has no derivative there); image 2
+    # does not, so the gradient is not zero everywhere and must be finite.
+    student = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [1.0, 2.0]]], requires_grad=True)
+    relational_distance_losses(student, torch.randn(1, 3, 5, generator=torch.Generator().manual_seed(0))).backward()
     assert torch.isfinite(student.grad).all()
+    assert student.grad[0, 2].abs().sum() > 0
 
 
 def test_shapes_that_differ_are_refused():
@@ -218,9 +221,70 @@ def test_bad_options_are_refused_at_construction(options, error, match):
         MetaDistillation(small_maml(), **{"teacher_ckpt": "teacher.ckpt", **options})
 
 
-def test_a_reptile_student_refuses_the_feature_hint():
-    with pytest.raises(ValueError, match=r"Expected `beta` 0 with a Reptile student .*, but got 0.5\."):
-        MetaDistillation(Reptile(MLP(FEATURES, (8,), WAYS)), "teacher.ckpt", beta=0.5)
+@pytest.mark.parametrize("term", ["beta", "gamma"])
+def test_a_reptile_student_refuses_the_embedding_terms(term):
+    # Its embeddings read the meta-weights, not the weights its inner steps fine-tune: the term would do nothing.
+    with pytest.raises(ValueError, match=rf"Expected `{term}` 0 with a Reptile student .*, but got 0.5\."):
+        MetaDistillation(Reptile(MLP(FEATURES, (8,), WAYS)), "teacher.ckpt", **{term: 0.5})
+
+
+def test_a_maml_backbone_without_features_does_not_pass_its_input_off_as_embeddings():
+    learner = MAML(torch.nn.Sequential(torch.nn.Linear(FEATURES, 8), torch.nn.ReLU(), torch.nn.Linear(8, WAYS)))
+    with pytest.raises(NotImplementedError, match=r"MAML embeds with its backbone's `features` module, but Sequential"):
+        learner.embed(torch.zeros(2, FEATURES))
+
+
+def test_the_feature_hint_alone_counts_before_the_teacher_is_loaded():
+    task = make_classification_task(2, WAYS, 2, 3, FEATURES)
+    student = MAML(MLP(FEATURES, (8,), WAYS), inner_lr=0.1)
+    learner = distiller(student, alpha=0.0, beta=5.0)  # no training step has loaded the teacher yet
+    predictions = student.episode(task, training=True)
+    plain = student.task_losses(predictions, task.query_y)
+    assert (learner.training_losses(predictions, task) > plain).all()
+
+
+def test_a_teacher_predicting_other_classes_than_the_student_is_refused(tmp_path):
+    learner = MetaDistillation(small_maml(out=5), teacher_checkpoint(WAYS, "cross_entropy"))
+
+    class ThreeWay(BlobsDataModule):
+        ways = WAYS
+
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a teacher predicting 5 classes per 3-way task like the student, but got one predicting 3",
+    ):
+        fit(learner, ThreeWay(), tmp_path)
+
+
+def test_the_teacher_adapts_once_per_task_under_the_multi_step_loss(tmp_path):
+    student = MAML(MLP(FEATURES, (8,), WAYS), inner_lr=0.1, inner_steps=3, multi_step_loss_steps=10)
+    learner = distiller(student, alpha=0.5, gamma=1.0)
+    teacher, calls = learner.teacher, []
+    adapt = teacher.evaluate_episode
+    teacher.evaluate_episode = lambda task: calls.append(task) or adapt(task)
+    fit(learner, BlobsDataModule(), tmp_path, steps=2)
+    assert len(calls) == 2  # one per training step (the sanity check and validation need no teacher), not 3
+
+
+def test_resuming_with_another_teacher_is_refused(tmp_path):
+    trainer = fit(distiller(small_maml(), alpha=0.5), BlobsDataModule(), tmp_path)
+    trainer.save_checkpoint(tmp_path / "student.ckpt")
+    other = torch.load(teacher_checkpoint(WAYS, "cross_entropy"), weights_only=True)
+    other["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other["state_dict"].items()}
+    torch.save(other, tmp_path / "other_teacher.ckpt")
+
+    def resume(teacher: str) -> MetaDistillation:
+        learner = MetaDistillation(small_maml(), teacher, alpha=0.5)
+        trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=1)
+        # The checkpoint of a learner built in Python holds its student module: not weights only.
+        trainer.fit(learner, BlobsDataModule(), ckpt_path=tmp_path / "student.ckpt", weights_only=False)
+        return learner
+
+    assert resume(teacher_checkpoint(WAYS, "cross_entropy")).global_step == 2  # the same teacher resumes
+    with pytest.raises(
+        ValueError, match=r"Expected the teacher this run was trained with \(weights [0-9a-f]{16}\) in `teacher_ckpt`"
+    ):
+        resume(str(tmp_path / "other_teacher.ckpt"))
 
 
 def test_a_distilled_learner_is_not_a_student():

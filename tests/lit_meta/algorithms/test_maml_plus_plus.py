@@ -125,6 +125,19 @@ def test_multi_step_loss_weights_follow_the_papers_schedule():
         assert multi_step_loss_weights(4, step, 100).sum().item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((0, 0, 10), r"Expected `steps` >= 1, but got 0\."),
+        ((3, -1, 10), r"Expected `meta_step` >= 0, but got -1\."),
+        ((3, 0, 0), r"Expected `anneal_steps` >= 1, but got 0\."),
+    ],
+)
+def test_multi_step_loss_weights_refuse_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        multi_step_loss_weights(*args)
+
+
 def test_multi_step_loss_ends_with_its_schedule():
     task = make_regression_task(num_tasks=2)
     plain = maml_plus_plus("clone")
@@ -241,6 +254,33 @@ def test_backward_per_task_gives_the_maml_plus_plus_meta_gradient():
         learner.training_step(task, 0).backward()
     for a, b in zip(expected, [p.grad for p in learner.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_steps_beyond_the_rows_normalise_with_the_last_row():
+    # Evaluation may run more steps than training: a step past the rows uses the last one.
+    torch.manual_seed(0)
+    layer = PerStepBatchNorm(4, rows=3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(3, 4))
+        layer.bias.copy_(torch.randn(3, 4))
+    x = torch.randn(6, 4, 2, 2)
+    outputs = {}
+    for step in (1, 2, 5):
+        layer.step = step
+        outputs[step] = layer(x)
+    torch.testing.assert_close(outputs[5], outputs[2])
+    assert not torch.allclose(outputs[5], outputs[1])
+
+
+def test_a_converted_batch_norm_keeps_its_momentum_and_dtype_and_refuses_what_rows_cannot_hold():
+    norm = nn.BatchNorm2d(3, momentum=0.0).double()
+    layer = PerStepBatchNorm.from_batch_norm(norm, rows=2)
+    assert layer.momentum == 0.0 and layer.weight.dtype == layer.running_mean.dtype == torch.float64
+    assert layer(torch.randn(4, 3, 2, 2, dtype=torch.float64)).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"Expected BatchNorm layers with affine parameters .*affine=False\)\."):
+        PerStepBatchNorm.from_batch_norm(nn.BatchNorm2d(3, affine=False), rows=2)
+    with pytest.raises(ValueError, match=r"Expected a BatchNorm `momentum` .*, but got None \(a cumulative average\)"):
+        PerStepBatchNorm.from_batch_norm(nn.BatchNorm2d(3, momentum=None), rows=2)
 
 
 def test_per_step_running_statistics_are_kept_per_step_and_used_in_evaluation():
