@@ -16,6 +16,7 @@ table of trials is printed and written as CSV, and the best trial's complete con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -190,7 +191,14 @@ def main(argv: list[str]) -> None:
         if options.workers == 1:
             work(spec)
         else:
-            _spawn_workers(argv, spec, options.workers)
+            try:
+                _spawn_workers(argv, spec, options.workers)
+            except WorkerError:
+                # A worker that died while the others finished its trial (Optuna's retry): the study is
+                # whole, so its table and best config are written before the run exits with status 1.
+                with contextlib.suppress(Exception):  # the worker's failure is the error to show
+                    report(spec, options)
+                raise
         if report(spec, options) is None:
             sys.stderr.write(f"{PROG}: error: no trial of study {spec.study!r} completed; see the table above.\n")
             sys.exit(1)

@@ -48,11 +48,12 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as aligned text; a parameter's column is headed by its last name (``inner_lr``)."""
+    """The rows as aligned text; a parameter's column is headed by its last name (``inner_lr``), or
+    by as many of its last names as tell it apart from the others (``optimizer.init_args.lr``)."""
     if not rows:
         return "(no trials)"
     keys = list(rows[0])
-    heads = [key.rsplit(".", 1)[-1] for key in keys]
+    heads = short_names(keys)
 
     def text(value: Any) -> str:
         if value is None:
@@ -64,3 +65,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
     return "\n".join(lines)
+
+
+def short_names(keys: Sequence[str]) -> list[str]:
+    """Each dotted key's shortest suffix of whole names that no other key ends with."""
+    parts = [key.split(".") for key in keys]
+    names = []
+    for i, key in enumerate(parts):
+        for length in range(1, len(key) + 1):
+            suffix = key[-length:]
+            if all(other[-length:] != suffix for j, other in enumerate(parts) if j != i):
+                break
+        names.append(".".join(suffix))
+    return names

@@ -15,6 +15,7 @@ parser (:func:`lit_meta.tuning.fit_config.check_space`) before any trial runs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,18 @@ class Dimension:
         return trial.suggest_categorical(self.key, list(self.choices))
 
     def probes(self) -> list[Any]:
-        """Values that must all fit the argument's type: the bounds, or every choice."""
-        return [self.low, self.high] if self.kind != "categorical" else list(self.choices)
+        """Values that must all fit the argument's type: the bounds, or every choice. A float's bounds
+        go as floats, with a value between them that is no whole number: bounds written ``1`` and
+        ``3`` would pass an ``int`` argument, and every trial's sample would then fail."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            return [self.low, self.high]
+        low, high = float(self.low), float(self.high)
+        inside = low + (high - low) * 0.5 if high > low else low
+        if inside == int(inside):
+            inside = low + (high - low) * 0.37 if high > low else inside
+        return [low, high, inside]
 
 
 def load_space(path: str | Path) -> list[Dimension]:
@@ -109,6 +120,9 @@ def _dimension(key: str, spec: Any) -> Dimension:
                 f"Expected `{key}.{field}` to be {'an int' if kind == 'int' else 'a number'}, but got {value!r}."
             )
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    for field, value in (("low", low), ("high", high)):
+        if not math.isfinite(value):
+            raise ValueError(f"Expected a finite `{key}.{field}`, but got {value}.")
     if low > high:
         raise ValueError(f"Expected `{key}.low` <= `{key}.high`, but got low {low} and high {high}.")
     if not isinstance(log, bool):
@@ -116,8 +130,12 @@ def _dimension(key: str, spec: Any) -> Dimension:
     if log and low <= 0:
         raise ValueError(f"Expected `{key}.low` > 0 on a log scale, but got {low}.")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, numbers) or step <= 0:
-            raise ValueError(f"Expected `{key}.step` to be a positive {kind}, but got {step!r}.")
+        if isinstance(step, bool) or not isinstance(step, numbers):
+            raise TypeError(
+                f"Expected `{key}.step` to be {'an int' if kind == 'int' else 'a number'}, but got {step!r}."
+            )
+        if not math.isfinite(step) or step <= 0:
+            raise ValueError(f"Expected `{key}.step` > 0, but got {step!r}.")
         if log:
             raise ValueError(f"Expected either `{key}.log` or `{key}.step`, but got both.")
     return Dimension(key, kind, low=low, high=high, log=log, step=step)

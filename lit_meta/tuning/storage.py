@@ -53,9 +53,12 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         now = time.time()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            last = trial.system_attrs.get(_HEARTBEAT)
-            if last is None and trial.datetime_start is not None:
-                last = trial.datetime_start.timestamp()
+            # A retry inherits its dead predecessor's system attributes, heartbeat included: a trial
+            # is alive since its own start at least.
+            beats = [trial.system_attrs.get(_HEARTBEAT)]
+            if trial.datetime_start is not None:
+                beats.append(trial.datetime_start.timestamp())
+            last = max((b for b in beats if b is not None), default=None)
             if last is not None and now - last > self.grace_period:
                 stale.append(trial._trial_id)
         return stale

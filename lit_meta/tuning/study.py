@@ -125,7 +125,8 @@ def open_study(spec: TuneSpec, worker: int = 0) -> optuna.Study:
 
     The sampler's seed is drawn from ``spec.seed``, ``worker`` and the number of trials the study
     already holds: reproducible for a fresh study, and a worker that joins or restarts later does
-    not repeat the suggestions of the first.
+    not repeat the suggestions of the first. Workers started at the same moment on two hosts with
+    the same ``--seed`` would draw alike: give each host its own ``--seed`` (the README says so).
     """
     storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry)
     sampler = make_sampler(spec.sampler, spec.seed)
@@ -208,9 +209,23 @@ class TrialProgress(Callback):
         self.trial.set_user_attr("steps", trainer.global_step)
 
 
+def best_value(values: Sequence[float], direction: str, monitor: str) -> float:
+    """A trial's value: the best of its validations' ``values`` that is finite (as ``ModelCheckpoint``,
+    NaN is never the best; Python's ``max`` would return it or not depending on where it stands).
+
+    Raises:
+        ValueError: no validation ran, or none gave a finite value.
+    """
+    if not values:
+        raise ValueError(f"Expected at least one validation of `{monitor}`, but the trial ran none.")
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        raise ValueError(f"Expected a finite `{monitor}` in some validation, but got {list(values)}.")
+    return max(finite) if direction == "maximize" else min(finite)
+
+
 def objective(spec: TuneSpec, lock: _HostLock | None = None):
     """The function Optuna optimises: one ``lit-meta fit`` per trial, its best validation value."""
-    best = max if spec.direction == "maximize" else min
 
     def run(trial: optuna.Trial) -> float:
         if lock is not None:
@@ -221,12 +236,7 @@ def objective(spec: TuneSpec, lock: _HostLock | None = None):
         with warnings.catch_warnings():  # LightningCLI warns when `args` are given from within a command
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             make_cli(["fit", *spec.trial_args(trial.number, params)], callbacks=[progress, pruning])
-        if not progress.values:
-            raise ValueError(f"Expected at least one validation of `{spec.monitor}`, but the trial ran none.")
-        value = best(progress.values)
-        if math.isnan(value):
-            raise ValueError(f"Expected a finite `{spec.monitor}`, but got {value}.")
-        return value
+        return best_value(progress.values, spec.direction, spec.monitor)
 
     return run
 

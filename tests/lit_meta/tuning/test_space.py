@@ -33,6 +33,16 @@ def test_a_space_file_becomes_dimensions(space_file):
         ({"a.b": {"type": "float", "low": 0, "hi": 1}}, ValueError, r"Expected the fields of a float `a.b` among .*hi"),
         ({"a.b": {"type": "categorical", "choices": []}}, TypeError, r"Expected `a.b.choices` to be a non-empty list"),
         ({"a.b": {"type": "int", "low": 1, "high": 8, "log": True, "step": 2}}, ValueError, r"either `a.b.log` or"),
+        # Optuna would raise in every trial, and every trial would be a FAIL kept in the study.
+        ({"a.b": {"type": "float", "low": float("nan"), "high": 1.0}}, ValueError, r"Expected a finite `a.b.low`"),
+        ({"a.b": {"type": "float", "low": 0.0, "high": float("inf")}}, ValueError, r"Expected a finite `a.b.high`"),
+        (
+            {"a.b": {"type": "int", "low": 1, "high": 8, "step": 1.5}},
+            TypeError,
+            r"`a.b.step` to be an int, but got 1.5",
+        ),
+        ({"a.b": {"type": "float", "low": 0, "high": 1, "step": True}}, TypeError, r"`a.b.step` to be a number"),
+        ({"a.b": {"type": "float", "low": 0, "high": 1, "step": -0.1}}, ValueError, r"`a.b.step` > 0, but got -0.1"),
     ],
 )
 def test_a_malformed_space_is_refused_with_the_key(raw, error, match):
@@ -76,6 +86,12 @@ def test_overrides_are_yaml_values():
             "model.init_args.inner_steps",
             "{type: float, low: 0.5, high: 2.5}",
             r"Expected values of `model.init_args.inner_steps` that fit its argument, but 0.5 does not",
+        ),
+        (
+            # Whole-number bounds would parse as ints: probed as floats, they show that samples will not.
+            "model.init_args.inner_steps",
+            "{type: float, low: 1, high: 3}",
+            r"Expected values of `model.init_args.inner_steps` that fit its argument, but 1.0 does not",
         ),
         ("model.init_args.first_order", "{type: categorical, choices: [true, maybe]}", r"but 'maybe' does not"),
         (

@@ -13,9 +13,9 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState, create_trial
 
-from lit_meta.tuning.report import format_table, trial_rows, write_csv
+from lit_meta.tuning.report import format_table, short_names, trial_rows, write_csv
 from lit_meta.tuning.storage import HeartbeatJournalStorage, open_storage
-from lit_meta.tuning.study import counted
+from lit_meta.tuning.study import best_value, counted
 
 KEY = "model.init_args.inner_lr"
 
@@ -41,6 +41,43 @@ def test_a_journal_trial_whose_heartbeat_stopped_is_failed_and_retried_with_its_
     retry = study.get_trials()[2]
     assert retry.params == study.get_trials()[0].params and retry.system_attrs["retry_history"] == [0]
     assert [t.number for t in counted(study.get_trials())] == [1, 2]  # the dead trial counts once, as its retry
+
+
+def test_a_retry_is_not_stale_for_its_predecessors_old_heartbeat(tmp_path):
+    storage = open_storage(f"journal:{tmp_path}/s/study.log", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    dead = study.ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(1.3)
+    _fail_stale(study)
+    retry = study.ask()  # the retry runs now, its system attributes (the old heartbeat too) copied
+    assert retry.number == 1 and "retry_history" in study.get_trials()[1].system_attrs
+    _fail_stale(study)  # another worker's turn, before the retry's first beat
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
+
+
+@pytest.mark.parametrize(
+    ("values", "direction", "expected"),
+    [
+        ([float("nan"), 0.5, 0.7], "maximize", 0.7),
+        ([0.5, float("nan")], "maximize", 0.5),
+        ([2.0, 1.0], "minimize", 1.0),
+    ],
+)
+def test_a_trials_value_is_its_best_finite_validation(values, direction, expected):
+    assert best_value(values, direction, "val/acc") == expected
+
+
+def test_a_trial_without_a_finite_validation_fails():
+    with pytest.raises(ValueError, match=r"Expected a finite `val/acc` in some validation, but got \[nan, inf\]\."):
+        best_value([float("nan"), float("inf")], "maximize", "val/acc")
+    with pytest.raises(ValueError, match=r"Expected at least one validation of `val/acc`, but the trial ran none\."):
+        best_value([], "maximize", "val/acc")
+
+
+def test_column_headings_tell_parameters_with_one_last_name_apart():
+    keys = ["model.init_args.lr", "model.init_args.optimizer.init_args.lr", "model.init_args.inner_steps"]
+    assert short_names(keys) == ["model.init_args.lr", "optimizer.init_args.lr", "inner_steps"]
 
 
 @pytest.mark.parametrize(

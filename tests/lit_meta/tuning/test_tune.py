@@ -110,3 +110,22 @@ def test_a_bad_search_space_is_refused_before_any_trial(tiny_config, tmp_path):
         "`model.init_args.inner_lrr` (did you mean `model.init_args.inner_lr`?)."
     )
     assert not (tmp_path / "studies").exists()
+
+
+def test_a_failed_worker_still_leaves_the_table_and_exits_1(tiny_config, space_file, tmp_path, monkeypatch, capsys):
+    # Its trial may have been retried and the study finished by the others: the table is written all the same.
+    from lit_meta.tuning import cli as tune_cli
+
+    def died(argv, spec, workers):
+        raise tune_cli.WorkerError("worker 1 exited with status -9")
+
+    monkeypatch.setattr(tune_cli, "_spawn_workers", died)
+    monkeypatch.chdir(tmp_path)
+    storage = f"journal:{tmp_path}/studies/died.log"
+    with pytest.raises(SystemExit) as exit_info:
+        tune_cli.main(
+            tune_command(tiny_config, space_file, "died", "--n_trials=2", "--workers=2", f"--storage={storage}")[4:]
+        )
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().endswith("error: worker 1 exited with status -9")
+    assert (tmp_path / "studies" / "died.csv").is_file()
