@@ -3,8 +3,9 @@
 Every running trial records a heartbeat; a trial whose heartbeat is older than the grace period (its
 worker was killed) is failed by Optuna's :func:`optuna.storages.fail_stale_trials` on the next
 worker's turn, and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues it again, so the study
-loses no trial. Optuna's ``RDBStorage`` has heartbeats; its ``JournalStorage`` does not, so
-:class:`HeartbeatJournalStorage` adds them as trial system attributes in the same journal.
+loses no trial. Optuna's ``RDBStorage`` has heartbeats (:class:`HeartbeatRDBStorage` also fails a
+trial that never beat); its ``JournalStorage`` does not, so :class:`HeartbeatJournalStorage` adds
+them as trial system attributes in the same journal.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -70,6 +72,38 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self.failed_trial_callback
 
 
+class HeartbeatRDBStorage(RDBStorage):
+    """Optuna's ``RDBStorage``, whose stale trials also include running ones that never beat.
+
+    Optuna skips a running trial without a heartbeat row. A worker killed after ``ask()`` created
+    its trial but before the first beat (a sampler's fit runs in between) would leave it running
+    forever, and every other worker waiting for it at the end of the study. Such a trial is stale
+    once its start is older than the grace period (as :class:`HeartbeatJournalStorage` does). It
+    reads Optuna's table models, an internal API of Optuna 5: the one place lit-meta does.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import orm
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        now = datetime.now()  # Optuna writes `datetime_start` as the worker's naive local time
+        with _create_scoped_session(self.scoped_session, True) as session:
+            running = (
+                session.query(models.TrialModel)
+                .options(orm.selectinload(models.TrialModel.heartbeats))
+                .filter(models.TrialModel.state == TrialState.RUNNING, models.TrialModel.study_id == study_id)
+                .all()
+            )
+            for trial in running:
+                started = trial.datetime_start
+                if not trial.heartbeats and started is not None and now - started > grace:
+                    stale.append(trial.trial_id)
+        return stale
+
+
 def journal_path(storage: str) -> Path | None:
     """The file of a ``journal:PATH`` storage, ``None`` for a database URL."""
     return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
@@ -102,7 +136,7 @@ def open_storage(
             f"'postgresql://user@host:5432/db', but got {url!r}."
         )
     # pool_pre_ping: a worker that outlives a database restart reconnects instead of failing its trial.
-    return RDBStorage(
+    return HeartbeatRDBStorage(
         url,
         engine_kwargs={"pool_pre_ping": True},
         heartbeat_interval=heartbeat_interval,

@@ -56,6 +56,19 @@ def test_a_retry_is_not_stale_for_its_predecessors_old_heartbeat(tmp_path):
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
 
 
+def test_a_database_trial_that_never_beat_is_failed_and_retried(tmp_path):
+    # Its worker died between `ask()` and the first heartbeat: Optuna's RDBStorage alone would keep it
+    # running forever, and the other workers waiting for it.
+    storage = open_storage(f"sqlite:///{tmp_path}/study.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    silent, beating = study.ask(), study.ask()
+    time.sleep(1.3)
+    storage.record_heartbeat(beating._trial_id)
+    _fail_stale(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert silent.number == 0 and study.get_trials()[2].system_attrs["retry_history"] == [0]
+
+
 @pytest.mark.parametrize(
     ("values", "direction", "expected"),
     [
