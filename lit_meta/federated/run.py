@@ -82,7 +82,7 @@ def load_strategy_state(strategy: Strategy, state: dict[str, Any]) -> None:
         owner, *parents, name = [strategy, *path.split(".")]
         for parent in parents:
             owner = getattr(owner, parent)
-        if name.endswith("[]"):  # a list, as checkpoints written before lists were kept as lists stored it
+        if name.endswith("[]"):  # a list in the older format: `name[]`, its arrays keyed by position
             name, value = name[:-2], [value[str(i)] for i in range(len(value))]
         if isinstance(value, dict):
             setattr(owner, name, {k: v.numpy() for k, v in value.items()})
