@@ -57,17 +57,13 @@ class Dimension:
 
     def probes(self) -> list[Any]:
         """Values that must all fit the argument's type: the bounds, or every choice. A float's bounds
-        go as floats, with a value between them that is no whole number: bounds written ``1`` and
-        ``3`` would pass an ``int`` argument, and every trial's sample would then fail."""
+        go as floats: bounds written ``1`` and ``3`` would pass an ``int`` argument, and every
+        trial's sample would then fail."""
         if self.kind == "categorical":
             return list(self.choices)
         if self.kind == "int":
             return [self.low, self.high]
-        low, high = float(self.low), float(self.high)
-        inside = low + (high - low) * 0.5 if high > low else low
-        if inside == int(inside):
-            inside = low + (high - low) * 0.37 if high > low else inside
-        return [low, high, inside]
+        return [float(self.low), float(self.high)]
 
 
 def load_space(path: str | Path) -> list[Dimension]:

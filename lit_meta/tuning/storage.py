@@ -79,7 +79,8 @@ class HeartbeatRDBStorage(RDBStorage):
     its trial but before the first beat (a sampler's fit runs in between) would leave it running
     forever, and every other worker waiting for it at the end of the study. Such a trial is stale
     once its start is older than the grace period (as :class:`HeartbeatJournalStorage` does). It
-    reads Optuna's table models, an internal API of Optuna 5: the one place lit-meta does.
+    reads Optuna's table models, an internal API of Optuna 5 (as ``BaseHeartbeat`` above is), in
+    one query beside Optuna's own, once per worker's turn.
     """
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
