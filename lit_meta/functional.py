@@ -293,16 +293,43 @@ def inverse_variance_weights(updates: Tensor, eps: float = 1e-6) -> Tensor:
     return (inverse / inverse.sum()).to(updates.dtype)
 
 
-def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def standardized_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Each sample's logits z-scored over the classes.
+
+    Sun, Ren, Li, Wang and Cao, "Logit Standardization in Knowledge Distillation", CVPR 2024 (their
+    ``Z(z)``, with the population standard deviation as their equation writes it; ``eps`` under the
+    root keeps the gradient finite where all logits are equal). The result is unchanged by adding a
+    constant to every logit or by scaling them all by a positive factor.
+
+    Args:
+        logits: ``(..., C)`` logits, ``C >= 2``.
+
+    Returns:
+        ``(..., C)`` ``(z - mean(z)) / sqrt(var(z) + eps)`` over the last dimension.
+    """
+    centred = logits - logits.mean(-1, keepdim=True)
+    return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def soft_target_kl(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, standardize: bool = False
+) -> Tensor:
     """Temperature-scaled distillation term of each task, ``T^2 * KL(softmax(t / T) || softmax(s / T))``.
 
     Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015. The ``T^2`` keeps
     the term's gradient on the scale of the cross-entropy's when ``T`` changes (their section 2).
+    With ``standardize``, each sample's logits are first z-scored over the classes, ``(z - mean(z)) /
+    std(z)`` (population standard deviation), the student's and the teacher's each by their own
+    statistics (Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024): the student
+    then matches the teacher's ranking of the classes and their relative gaps, not the size of its
+    logits, which a smaller network, or a metric learner whose logits are distances in an embedding of
+    another size, may not reach.
 
     Args:
         student_logits: ``(B, N, C)`` logits (or log-probabilities) of the student.
         teacher_logits: ``(B, N, C)`` the teacher's, for the same samples; treated as constants.
         temperature: ``T > 0``; larger values soften both distributions.
+        standardize: z-score each sample's logits (student and teacher) before the temperature.
 
     Returns:
         ``(B,)`` the term averaged over each task's ``N`` samples; 0 where the distributions agree.
@@ -313,14 +340,23 @@ def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: 
             f"{tuple(teacher_logits.shape)}."
         )
     dtype = torch.promote_types(student_logits.dtype, torch.float32)  # softmax of bf16/fp16 logits in float32
-    student_log_p = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
-    teacher_log_p = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
+    student_logits, teacher_logits = student_logits.to(dtype), teacher_logits.detach().to(dtype)
+    if standardize:
+        student_logits, teacher_logits = standardized_logits(student_logits), standardized_logits(teacher_logits)
+    student_log_p = F.log_softmax(student_logits / temperature, dim=-1)
+    teacher_log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(-1)  # (B, N)
     return temperature**2 * kl.reshape(kl.shape[0], -1).mean(1)
 
 
 def distillation_losses(
-    student: Tensor, teacher: Tensor, targets: Tensor, loss: str, alpha: float, temperature: float
+    student: Tensor,
+    teacher: Tensor,
+    targets: Tensor,
+    loss: str,
+    alpha: float,
+    temperature: float,
+    standardize: bool = False,
 ) -> Tensor:
     """Per-task distillation objective: the true loss mixed with agreement with the teacher.
 
@@ -335,13 +371,14 @@ def distillation_losses(
         loss: ``"cross_entropy"`` or ``"mse"``.
         alpha: weight of the teacher term in ``[0, 1]``.
         temperature: ``T > 0`` (classification).
+        standardize: z-score the logits in the teacher term (:func:`standardized_logits`; classification).
 
     Returns:
         ``(B,)`` one value per task.
     """
     true_loss = task_losses(student, targets, loss)
     if loss == "cross_entropy":
-        teacher_term = soft_target_kl(student, teacher, temperature)
+        teacher_term = soft_target_kl(student, teacher, temperature, standardize)
     else:
         teacher_term = task_losses(student, teacher.detach(), "mse")
     return (1 - alpha) * true_loss + alpha * teacher_term.to(true_loss.dtype)

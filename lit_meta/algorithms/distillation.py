@@ -53,6 +53,10 @@ class MetaDistillation(MetaLearner):
         beta: weight of the feature hint (0: none). Reptile has no meta-gradient for the projection
             to learn from: keep 0 there.
         gamma: weight of the relational (pairwise distance) term (0: none; 0 for Reptile, as ``beta``).
+        standardize_logits: z-score each query's logits, the student's and the teacher's each by its own
+            mean and standard deviation, before the temperature of the teacher term (Sun et al.,
+            "Logit Standardization in Knowledge Distillation", CVPR 2024): the student matches the
+            teacher's relative logits, not their size (classification only).
 
     Shape:
         Those of the student: a task with support ``(B, Ns, *input_shape)`` gives query predictions
@@ -67,6 +71,7 @@ class MetaDistillation(MetaLearner):
         temperature: float = 4.0,
         beta: float = 0.0,
         gamma: float = 0.0,
+        standardize_logits: bool = False,
     ) -> None:
         _check_type("student", student, MetaLearner)
         if isinstance(student, MetaDistillation):
@@ -79,6 +84,12 @@ class MetaDistillation(MetaLearner):
         _check_positive_float("temperature", temperature)
         _check_positive_float("beta", beta, allow_zero=True)
         _check_positive_float("gamma", gamma, allow_zero=True)
+        _check_type("standardize_logits", standardize_logits, bool)
+        if standardize_logits and student.loss != "cross_entropy":
+            raise ValueError(
+                f"Expected a classification student (loss 'cross_entropy') with `standardize_logits`, but got loss "
+                f"{student.loss!r}."
+            )
         if isinstance(student, Reptile):
             _check_no_embedding_terms_for_reptile(beta, gamma)
         super().__init__(
@@ -89,7 +100,7 @@ class MetaDistillation(MetaLearner):
         )
         self.student = student
         self.teacher_ckpt, self.alpha, self.temperature, self.beta = teacher_ckpt, alpha, temperature, beta
-        self.gamma = gamma
+        self.gamma, self.standardize_logits = gamma, standardize_logits
         self.automatic_optimization = student.automatic_optimization
         self.projection: nn.Linear | None = None  # built with the teacher, whose embedding size it maps to
         # Outside the module tree: not in the state dict, the optimizer, DDP or Lightning's device moves.
@@ -198,7 +209,13 @@ class MetaDistillation(MetaLearner):
         teacher_predictions, teacher_features = self._teacher_outputs(task, predictions.device)
         if self.alpha > 0:
             losses = distillation_losses(
-                predictions, teacher_predictions, task.query_y, self.loss, self.alpha, self.temperature
+                predictions,
+                teacher_predictions,
+                task.query_y,
+                self.loss,
+                self.alpha,
+                self.temperature,
+                self.standardize_logits,
             )
         else:  # the embedding terms alone: no teacher episode
             losses = self.student.task_losses(predictions, task.query_y)

@@ -15,6 +15,7 @@ from lit_meta.functional import (
     feature_hint_losses,
     relational_distance_losses,
     soft_target_kl,
+    standardized_logits,
 )
 from lit_meta.images import ImagePreprocessing
 from lit_meta.models import MLP
@@ -48,6 +49,31 @@ def test_soft_target_kl_averages_each_task_over_its_samples():
     torch.testing.assert_close(soft_target_kl(student, teacher, 2.0), expected)
 
 
+def test_standardized_logits_by_hand():
+    # (1, 2, 3): mean 2, population variance 2/3.
+    expected = torch.tensor([-1.0, 0.0, 1.0]) / math.sqrt(2 / 3)
+    torch.testing.assert_close(standardized_logits(torch.tensor([1.0, 2.0, 3.0]), eps=0.0), expected)
+    # Each row by its own statistics; a shift and a positive scale change nothing.
+    logits = torch.randn(2, 4, 5, dtype=torch.float64)
+    z = standardized_logits(logits, eps=0.0)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(2, 4, dtype=torch.float64))
+    torch.testing.assert_close(z.pow(2).mean(-1), torch.ones(2, 4, dtype=torch.float64))
+    torch.testing.assert_close(standardized_logits(7.0 * logits - 3.0, eps=0.0), z)
+
+
+def test_standardized_soft_target_kl_by_hand():
+    # Two classes: any logits standardise to (-1, 1) or (1, -1), whatever their size.
+    student = torch.tensor([[[0.0, 1.0]]])
+    teacher = torch.tensor([[[5.0, 0.0]]])
+    # T = 1: p_t = (s(2), s(-2)), p_s its reverse, s the logistic: KL = (s(2) - s(-2)) * 2 = 2 tanh(1).
+    torch.testing.assert_close(soft_target_kl(student, teacher, 1.0, True), torch.tensor([2 * math.tanh(1.0)]))
+    # T = 2: (s(1) - s(-1)) * 1 = tanh(1/2), times T^2.
+    torch.testing.assert_close(soft_target_kl(student, teacher, 2.0, True), torch.tensor([4 * math.tanh(0.5)]))
+    # Logits of the teacher's order but another size agree with it once standardised, not before.
+    assert soft_target_kl(torch.tensor([[[0.0, -0.1]]]), teacher, 1.0, True).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_target_kl(torch.tensor([[[0.0, -0.1]]]), teacher, 1.0).item() > 0.5
+
+
 def test_distillation_losses_mix_the_true_loss_and_the_teacher_term():
     student, teacher = torch.randn(2, 6, 3), torch.randn(2, 6, 3)
     labels = torch.randint(0, 3, (2, 6))
@@ -57,6 +83,12 @@ def test_distillation_losses_mix_the_true_loss_and_the_teacher_term():
     torch.testing.assert_close(distillation_losses(student, teacher, labels, "cross_entropy", 1.0, 4.0), kl)
     torch.testing.assert_close(
         distillation_losses(student, teacher, labels, "cross_entropy", 0.25, 4.0), 0.75 * ce + 0.25 * kl
+    )
+    # Standardised logits in the teacher term only: the cross-entropy reads the student's own logits.
+    standardized = soft_target_kl(standardized_logits(student), standardized_logits(teacher), 4.0)
+    torch.testing.assert_close(
+        distillation_losses(student, teacher, labels, "cross_entropy", 0.25, 4.0, True),
+        0.75 * ce + 0.25 * standardized,
     )
     # Regression: the MSE to the targets and to the teacher's outputs.
     outputs, teacher_outputs, targets = torch.zeros(1, 2, 1), torch.ones(1, 2, 1), torch.full((1, 2, 1), 2.0)
@@ -121,8 +153,14 @@ def distiller(student, **options) -> MetaDistillation:
     return learner
 
 
-def reference_meta_gradient(weight, bias, teacher_logits, task, inner_lr, alpha, temperature, second_order):
+def reference_meta_gradient(
+    weight, bias, teacher_logits, task, inner_lr, alpha, temperature, second_order, standardize=False
+):
     """The distillation meta-gradient of a linear student, one inner step, written out in float64."""
+
+    def z(logits):  # Sun et al. (2024)'s standardisation, with the population standard deviation
+        return (logits - logits.mean(-1, keepdim=True)) / logits.var(-1, unbiased=False, keepdim=True).sqrt()
+
     weight, bias = weight.detach().double().requires_grad_(), bias.detach().double().requires_grad_()
     total = 0.0
     for b in range(task.num_tasks):
@@ -131,25 +169,31 @@ def reference_meta_gradient(weight, bias, teacher_logits, task, inner_lr, alpha,
         grad_w, grad_b = torch.autograd.grad(support_loss, (weight, bias), create_graph=second_order)
         adapted_w, adapted_b = weight - inner_lr * grad_w, bias - inner_lr * grad_b
         logits = query_x @ adapted_w.T + adapted_b
-        teacher_p = (teacher_logits[b].double() / temperature).softmax(-1)
-        kl = (teacher_p * (teacher_p.log() - (logits / temperature).log_softmax(-1))).sum(-1).mean()
+        teacher, student = teacher_logits[b].double(), logits
+        if standardize:
+            teacher, student = z(teacher), z(student)
+        teacher_p = (teacher / temperature).softmax(-1)
+        kl = (teacher_p * (teacher_p.log() - (student / temperature).log_softmax(-1))).sum(-1).mean()
         total = total + (1 - alpha) * F.cross_entropy(logits, task.query_y[b]) + alpha * temperature**2 * kl
     return torch.autograd.grad(total / task.num_tasks, (weight, bias))
 
 
+@pytest.mark.parametrize("standardize", [False, True])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_distillation_gradient_flows_through_the_inner_loop(first_order):
+def test_distillation_gradient_flows_through_the_inner_loop(first_order, standardize):
     task = make_classification_task(3, WAYS, 2, 4, FEATURES)
     student = MAML(MLP(FEATURES, (), WAYS), inner_lr=0.5, inner_steps=1, first_order=first_order)
-    learner = distiller(student, alpha=0.7, temperature=2.0)
+    learner = distiller(student, alpha=0.7, temperature=2.0, standardize_logits=standardize)
     loss = learner.training_losses(learner.episode(task, training=True), task).mean()
     head = student.maml.module.head
     got = torch.autograd.grad(loss, (head.weight, head.bias))
 
     teacher_logits = learner.teacher.evaluate_episode(task)
     args = (head.weight, head.bias, teacher_logits, task, 0.5, 0.7, 2.0)
-    expected = reference_meta_gradient(*args, second_order=not first_order)
-    other = reference_meta_gradient(*args, second_order=first_order)
+    expected = reference_meta_gradient(*args, second_order=not first_order, standardize=standardize)
+    other = reference_meta_gradient(*args, second_order=first_order, standardize=standardize)
+    unstandardized = reference_meta_gradient(*args, second_order=not first_order, standardize=not standardize)
+    assert not torch.allclose(got[0].double(), unstandardized[0], rtol=1e-3, atol=1e-5)
     for g, e, o in zip(got, expected, other):
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-6)
         assert not torch.allclose(g.double(), o, rtol=1e-3, atol=1e-5), "first and second order agree: test is vacuous"
@@ -214,11 +258,20 @@ def small_maml(out: int = WAYS, loss: str = "cross_entropy") -> MAML:
         ({"beta": -1.0}, ValueError, r"Expected `beta` >= 0, but got -1.0\."),
         ({"gamma": -1.0}, ValueError, r"Expected `gamma` >= 0, but got -1.0\."),
         ({"teacher_ckpt": 3}, TypeError, r"Expected `teacher_ckpt` to be str, but got int 3\."),
+        ({"standardize_logits": 1}, TypeError, r"Expected `standardize_logits` to be bool, but got int 1\."),
     ],
 )
 def test_bad_options_are_refused_at_construction(options, error, match):
     with pytest.raises(error, match=match):
         MetaDistillation(small_maml(), **{"teacher_ckpt": "teacher.ckpt", **options})
+
+
+def test_standardized_logits_are_refused_for_a_regression_student():
+    expected = (
+        r"Expected a classification student \(loss 'cross_entropy'\) with `standardize_logits`, but got loss 'mse'"
+    )
+    with pytest.raises(ValueError, match=expected):
+        MetaDistillation(small_maml(1, "mse"), "teacher.ckpt", standardize_logits=True)
 
 
 @pytest.mark.parametrize("term", ["beta", "gamma"])
