@@ -1,0 +1,122 @@
+"""Two distillation variants measured against plain ``MetaDistillation`` (issue 15), kept so that their
+rows in ``benchmarks/RESULTS.md`` can be re-run. Neither beat the plain teacher term on Omniglot
+minimal 20-way 1-shot, so neither is in the library. Run one by putting this folder on the path and
+naming the class, on top of the distillation configs:
+
+    PYTHONPATH=benchmarks .venv/bin/lit-meta fit --config configs/omniglot/base.yaml \\
+        --config configs/omniglot/protonet_20w1s.yaml --config configs/omniglot/distill/protonet.yaml \\
+        --model.class_path distillation_variants.DecoupledDistillation --model.init_args.alpha 0.5 \\
+        --model.init_args.teacher_ckpt <teacher best.ckpt>
+
+- :class:`MixupDistillation`: function matching (Beyer et al., "Knowledge distillation: A good
+  teacher is patient and consistent", CVPR 2022). Each episode gets ``mixup_queries`` extra queries,
+  mixtures ``lam * x_i + (1 - lam) * x_j`` of two of its images (``lam`` uniform); the teacher term
+  covers them, the cross-entropy only the real queries (``train/acc`` counts a mixture as its larger part).
+- :class:`DecoupledDistillation`: decoupled knowledge distillation (Zhao et al., CVPR 2022). The
+  teacher term ``T^2 * KL`` is split into the target-class part (TCKD: the binary target vs
+  non-target probabilities) and the non-target part (NCKD: the distribution over the other classes),
+  weighted ``tckd_weight`` and ``nckd_weight``; plain KD is ``TCKD + (1 - p_target) * NCKD``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_meta.algorithms import MetaDistillation, MetaLearner
+from lit_meta.functional import soft_target_kl
+from lit_meta.tasks import Task
+
+
+class MixupDistillation(MetaDistillation):
+    """``MetaDistillation`` with ``mixup_queries`` mixed images per episode for the teacher term."""
+
+    def __init__(
+        self,
+        student: MetaLearner,
+        teacher_ckpt: str,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        beta: float = 0.0,
+        gamma: float = 0.0,
+        standardize_logits: bool = False,
+        mixup_queries: int = 0,
+    ) -> None:
+        super().__init__(student, teacher_ckpt, alpha, temperature, beta, gamma, standardize_logits)
+        self.mixup_queries = mixup_queries
+        self._real_queries: int | None = None
+
+    def training_step(self, batch: Task, batch_idx: int) -> Tensor:
+        self._real_queries = batch.query_x.shape[1]
+        if self.mixup_queries:
+            x = torch.cat([batch.support_x, batch.query_x], 1)
+            y = torch.cat([batch.support_y, batch.query_y], 1)
+            (tasks, images), m = y.shape, self.mixup_queries
+            first = torch.randint(images, (tasks, m), device=x.device)
+            second = torch.randint(images, (tasks, m), device=x.device)
+            lam = torch.rand(tasks, m, device=x.device)
+            ones = [1] * (x.dim() - 2)
+
+            def pick(index: Tensor) -> Tensor:
+                return torch.gather(x, 1, index.view(tasks, m, *ones).expand(tasks, m, *x.shape[2:]))
+
+            weight = lam.view(tasks, m, *ones)
+            mixed = weight * pick(first) + (1 - weight) * pick(second)
+            label = torch.where(lam >= 0.5, torch.gather(y, 1, first), torch.gather(y, 1, second))
+            batch = Task(
+                batch.support_x,
+                batch.support_y,
+                torch.cat([batch.query_x, mixed], 1),
+                torch.cat([batch.query_y, label], 1),
+            )
+        return super().training_step(batch, batch_idx)
+
+    def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        real = self._real_queries if self.training and self._real_queries is not None else predictions.shape[1]
+        teacher_predictions, _ = self._teacher_outputs(task, predictions.device)
+        ce = self.student.task_losses(predictions[:, :real], task.query_y[:, :real])
+        kl = soft_target_kl(predictions, teacher_predictions, self.temperature, self.standardize_logits)
+        return (1 - self.alpha) * ce + self.alpha * kl.to(ce.dtype)
+
+
+def decoupled_kd_losses(
+    student: Tensor, teacher: Tensor, target: Tensor, temperature: float, tckd_weight: float, nckd_weight: float
+) -> Tensor:
+    """``(B,)`` ``T^2 * (tckd_weight * TCKD + nckd_weight * NCKD)`` of logits ``(B, N, C)``, labels ``(B, N)``."""
+    s, t = student.float() / temperature, teacher.detach().float() / temperature
+    mask = F.one_hot(target, s.shape[-1]).bool()
+    ps, pt = s.softmax(-1), t.softmax(-1)
+    bs = torch.stack([(ps * mask).sum(-1), (ps * ~mask).sum(-1)], -1).clamp_min(1e-12)
+    bt = torch.stack([(pt * mask).sum(-1), (pt * ~mask).sum(-1)], -1).clamp_min(1e-12)
+    tckd = (bt * (bt.log() - bs.log())).sum(-1)
+    log_ps, log_pt = (s - 1000.0 * mask).log_softmax(-1), (t - 1000.0 * mask).log_softmax(-1)  # target left out
+    nckd = (log_pt.exp() * (log_pt - log_ps) * ~mask).sum(-1)
+    return temperature**2 * (tckd_weight * tckd + nckd_weight * nckd).mean(-1)
+
+
+class DecoupledDistillation(MetaDistillation):
+    """``MetaDistillation`` whose teacher term is decoupled KD (classification students)."""
+
+    def __init__(
+        self,
+        student: MetaLearner,
+        teacher_ckpt: str,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        beta: float = 0.0,
+        gamma: float = 0.0,
+        standardize_logits: bool = False,
+        nckd_weight: float = 8.0,
+        tckd_weight: float = 1.0,
+    ) -> None:
+        super().__init__(student, teacher_ckpt, alpha, temperature, beta, gamma, standardize_logits)
+        self.nckd_weight, self.tckd_weight = nckd_weight, tckd_weight
+
+    def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        teacher_predictions, _ = self._teacher_outputs(task, predictions.device)
+        ce = self.student.task_losses(predictions, task.query_y)
+        kd = decoupled_kd_losses(
+            predictions, teacher_predictions, task.query_y, self.temperature, self.tckd_weight, self.nckd_weight
+        )
+        return (1 - self.alpha) * ce + self.alpha * kd.to(ce.dtype)
