@@ -318,12 +318,9 @@ def soft_target_kl(
 
     Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015. The ``T^2`` keeps
     the term's gradient on the scale of the cross-entropy's when ``T`` changes (their section 2).
-    With ``standardize``, each sample's logits are first z-scored over the classes, ``(z - mean(z)) /
-    std(z)`` (population standard deviation), the student's and the teacher's each by their own
-    statistics (Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024): the student
-    then matches the teacher's ranking of the classes and their relative gaps, not the size of its
-    logits, which a smaller network, or a metric learner whose logits are distances in an embedding of
-    another size, may not reach.
+    With ``standardize``, each sample's logits first go through :func:`standardized_logits`, the
+    student's and the teacher's each by their own statistics (Sun et al., CVPR 2024): the student then
+    matches the teacher's ranking of the classes and their relative gaps, not the size of its logits.
 
     Args:
         student_logits: ``(B, N, C)`` logits (or log-probabilities) of the student.
