@@ -1,6 +1,6 @@
-"""Two distillation variants measured against plain ``MetaDistillation`` (issue 15), kept so that their
-rows in ``benchmarks/RESULTS.md`` can be re-run. Neither beat the plain teacher term on Omniglot
-minimal 20-way 1-shot, so neither is in the library. Run one by putting this folder on the path and
+"""Three distillation variants measured against plain ``MetaDistillation`` (issue 15), kept so that
+their rows in ``benchmarks/RESULTS.md`` can be re-run. None beat the plain teacher term on Omniglot
+minimal 20-way 1-shot, so none is in the library. Run one by putting this folder on the path and
 naming the class, on top of the distillation configs:
 
     PYTHONPATH=benchmarks .venv/bin/lit-meta fit --config configs/omniglot/base.yaml \\
@@ -16,13 +16,18 @@ naming the class, on top of the distillation configs:
   teacher term ``T^2 * KL`` is split into the target-class part (TCKD: the binary target vs
   non-target probabilities) and the non-target part (NCKD: the distribution over the other classes),
   weighted ``tckd_weight`` and ``nckd_weight``; plain KD is ``TCKD + (1 - p_target) * NCKD``.
+- :class:`AttentionDistillation`: attention transfer (Zagoruyko and Komodakis, ICLR 2017), made for
+  a thinner network of the teacher's architecture: after every ReLU of the embedding, the spatial map
+  of the squared activations averaged over channels, L2-normalised, should be the teacher's;
+  ``at_weight / 2`` times the squared differences averaged over images and positions, summed over
+  the layers, on each episode's support and query images (their weight 1000).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_meta.algorithms import MetaDistillation, MetaLearner
 from lit_meta.functional import soft_target_kl
@@ -120,3 +125,46 @@ class DecoupledDistillation(MetaDistillation):
             predictions, teacher_predictions, task.query_y, self.temperature, self.tckd_weight, self.nckd_weight
         )
         return (1 - self.alpha) * ce + self.alpha * kd.to(ce.dtype)
+
+
+def attention_maps(learner: MetaLearner, images: Tensor) -> list[Tensor]:
+    """``(N, H * W)`` normalised attention map after each ReLU of ``learner.embed(images)``."""
+    maps: list[Tensor] = []
+    relus = [m for m in learner.modules() if isinstance(m, nn.ReLU)]
+    hooks = [m.register_forward_hook(lambda module, inputs, output: maps.append(output)) for m in relus]
+    try:
+        learner.embed(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [F.normalize(x.float().pow(2).mean(1).flatten(1), dim=1) for x in maps]
+
+
+class AttentionDistillation(MetaDistillation):
+    """``MetaDistillation`` plus attention transfer on the embedding's ReLU outputs."""
+
+    def __init__(
+        self,
+        student: MetaLearner,
+        teacher_ckpt: str,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        beta: float = 0.0,
+        gamma: float = 0.0,
+        standardize_logits: bool = False,
+        at_weight: float = 1000.0,
+    ) -> None:
+        super().__init__(student, teacher_ckpt, alpha, temperature, beta, gamma, standardize_logits)
+        self.at_weight = at_weight
+
+    def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        losses = super().distillation_losses(predictions, task)
+        if not self.training or self.at_weight == 0:
+            return losses
+        teacher, terms = self.teacher, []
+        for images in torch.cat([task.support_x, task.query_x], 1):
+            student_maps = attention_maps(self.student, images)
+            with torch.no_grad():
+                teacher_maps = attention_maps(teacher, images)
+            terms.append(sum((s - t).pow(2).mean() for s, t in zip(student_maps, teacher_maps)))
+        return losses + self.at_weight / 2 * torch.stack(terms).to(losses.dtype)
