@@ -25,6 +25,8 @@ naming the class, on top of the distillation configs:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,16 +41,10 @@ class MixupDistillation(MetaDistillation):
 
     def __init__(
         self,
-        student: MetaLearner,
-        teacher_ckpt: str,
-        alpha: float = 0.5,
-        temperature: float = 4.0,
-        beta: float = 0.0,
-        gamma: float = 0.0,
-        standardize_logits: bool = False,
         mixup_queries: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher_ckpt, alpha, temperature, beta, gamma, standardize_logits)
+        super().__init__(**kwargs)  # student, teacher_ckpt, alpha, ...: the arguments of MetaDistillation
         self.mixup_queries = mixup_queries
         self._real_queries: int | None = None
 
@@ -105,17 +101,11 @@ class DecoupledDistillation(MetaDistillation):
 
     def __init__(
         self,
-        student: MetaLearner,
-        teacher_ckpt: str,
-        alpha: float = 0.5,
-        temperature: float = 4.0,
-        beta: float = 0.0,
-        gamma: float = 0.0,
-        standardize_logits: bool = False,
         nckd_weight: float = 8.0,
         tckd_weight: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher_ckpt, alpha, temperature, beta, gamma, standardize_logits)
+        super().__init__(**kwargs)  # student, teacher_ckpt, alpha, ...: the arguments of MetaDistillation
         self.nckd_weight, self.tckd_weight = nckd_weight, tckd_weight
 
     def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
@@ -145,16 +135,10 @@ class AttentionDistillation(MetaDistillation):
 
     def __init__(
         self,
-        student: MetaLearner,
-        teacher_ckpt: str,
-        alpha: float = 0.5,
-        temperature: float = 4.0,
-        beta: float = 0.0,
-        gamma: float = 0.0,
-        standardize_logits: bool = False,
         at_weight: float = 1000.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher_ckpt, alpha, temperature, beta, gamma, standardize_logits)
+        super().__init__(**kwargs)  # student, teacher_ckpt, alpha, ...: the arguments of MetaDistillation
         self.at_weight = at_weight
 
     def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
