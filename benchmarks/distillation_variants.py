@@ -36,6 +36,13 @@ from lit_meta.functional import soft_target_kl
 from lit_meta.tasks import Task
 
 
+def _check_no_embedding_terms(kwargs: dict[str, Any], variant: str) -> None:
+    # These variants replace the whole objective: a feature hint or relational term would be dropped.
+    for name in ("beta", "gamma"):
+        if kwargs.get(name, 0.0) != 0:
+            raise ValueError(f"Expected `{name}` 0 with {variant} (it has no embedding terms), but got {kwargs[name]}.")
+
+
 class MixupDistillation(MetaDistillation):
     """``MetaDistillation`` with ``mixup_queries`` mixed images per episode for the teacher term."""
 
@@ -44,6 +51,7 @@ class MixupDistillation(MetaDistillation):
         mixup_queries: int = 0,
         **kwargs: Any,
     ) -> None:
+        _check_no_embedding_terms(kwargs, "MixupDistillation")
         super().__init__(**kwargs)  # student, teacher_ckpt, alpha, ...: the arguments of MetaDistillation
         self.mixup_queries = mixup_queries
         self._real_queries: int | None = None
@@ -105,6 +113,7 @@ class DecoupledDistillation(MetaDistillation):
         tckd_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
+        _check_no_embedding_terms(kwargs, "DecoupledDistillation")
         super().__init__(**kwargs)  # student, teacher_ckpt, alpha, ...: the arguments of MetaDistillation
         self.nckd_weight, self.tckd_weight = nckd_weight, tckd_weight
 
