@@ -88,7 +88,7 @@ def reproduce(name: str, args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_trials", type=int, default=16)
-    parser.add_argument("--pruner", default="median", choices=("median", "percentile", "hyperband"))
+    parser.add_argument("--pruner", default="median", choices=("median", "percentile", "asha", "hyperband"))
     parser.add_argument("--monitor", default="val/acc")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/lit-meta-tune-bench"))

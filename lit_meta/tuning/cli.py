@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds after which a worker starts no new trial")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one thread each)")
     p.add_argument("--sampler", choices=("tpe", "random", "qmc", "gp"), default="tpe")
-    p.add_argument("--pruner", choices=("median", "percentile", "hyperband", "none"), default="median")
+    p.add_argument(
+        "--pruner",
+        choices=("median", "percentile", "asha", "hyperband", "none"),
+        default="median",
+        help="asha: successive halving, each trial against all that reached its validation, top third kept",
+    )
     p.add_argument(
         "--pruner_startup", type=int, default=4, help="trials the median/percentile pruner completes before pruning"
     )
@@ -78,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_retry", type=int, default=3, help="retries of a trial whose worker died")
     p.add_argument("--table", default=None, help="the CSV of trials (default ./studies/STUDY.csv)")
     p.add_argument("--export", default=None, help="the best config (default ./studies/STUDY_best.yaml)")
-    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers for its processes
+    # Set by --workers for its processes: the worker's index, and the trials the study held when it started them.
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_held", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -124,11 +131,14 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
 def _spawn_workers(argv: list[str], spec: TuneSpec, workers: int) -> None:
     """Start ``workers`` processes of this command and follow the study with a progress bar."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    study = open_study(spec)
+    held = len(study.get_trials(deepcopy=False))  # counted once: every worker's seed, whoever starts first
     procs = [
-        subprocess.Popen([sys.executable, "-m", "lit_meta.tuning.cli", *argv, f"--worker={i}"], env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "lit_meta.tuning.cli", *argv, f"--worker={i}", f"--worker_held={held}"], env=env
+        )
         for i in range(workers)
     ]
-    study = open_study(spec)
     done: set[int] = set()
     with tqdm(total=spec.n_trials, desc=f"study {spec.study}", unit="trial", dynamic_ncols=True) as bar:
         while True:
@@ -184,7 +194,7 @@ def main(argv: list[str]) -> None:
         if options.worker is not None:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-            work(spec, worker=options.worker)
+            work(spec, worker=options.worker, held=options.worker_held)
             return
         check_space(spec.trial_args(0, {}), spec.space)
         open_study(spec)  # created once, before any worker asks for it

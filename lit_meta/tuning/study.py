@@ -2,8 +2,8 @@
 
 Each trial is an ordinary ``lit-meta fit`` (:func:`lit_meta.meta_cli.make_cli`) of the configs with the
 sampled values, logged to TensorBoard as ``<save_dir>/<study>/trial_<n>``, with Optuna's Lightning
-pruning callback on the monitored metric. Its value is the best validation value of the run (the one
-``ModelCheckpoint`` keeps).
+pruning callback on the monitored metric (at epochs counted from 1: :class:`EpochsDone`). Its value is
+the best validation value of the run (the one ``ModelCheckpoint`` keeps).
 
 How many trials: the study, not each worker, holds the budget. Before each trial a worker counts the
 study's trials (every state; a trial failed because its worker died and retried since counts once)
@@ -40,7 +40,7 @@ from lit_meta.tuning.space import Dimension
 from lit_meta.tuning.storage import journal_path, open_storage
 
 Sampler = Literal["tpe", "random", "qmc", "gp"]
-Pruner = Literal["median", "percentile", "hyperband", "none"]
+Pruner = Literal["median", "percentile", "asha", "hyperband", "none"]
 Direction = Literal["maximize", "minimize"]
 
 
@@ -57,7 +57,8 @@ class TuneSpec:
         monitor: the validation metric of the value and of pruning, e.g. ``"val/acc"``.
         direction: ``"maximize"`` or ``"minimize"`` ``monitor``.
         sampler: Optuna's TPE, random, quasi-Monte Carlo or Gaussian-process sampler.
-        pruner: Optuna's median, percentile or Hyperband pruner, or none.
+        pruner: Optuna's median, percentile, asynchronous successive halving (``"asha"``) or Hyperband
+            pruner, or none.
         pruner_startup: trials the median or percentile pruner completes before it prunes.
         pruner_percentile: the percentile pruner keeps the trials in this top percentile at each validation.
         seed: the sampler's seed (see :func:`open_study`).
@@ -102,7 +103,8 @@ def make_sampler(name: Sampler, seed: int) -> optuna.samplers.BaseSampler:
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        # Scrambled, so that the seed matters (unscrambled Sobol points are the same for every seed).
+        "qmc": lambda: optuna.samplers.QMCSampler(scramble=True, seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
     }
     return samplers[name]()
@@ -110,23 +112,35 @@ def make_sampler(name: Sampler, seed: int) -> optuna.samplers.BaseSampler:
 
 def make_pruner(name: Pruner, startup: int, percentile: float = 25.0) -> optuna.pruners.BasePruner:
     """Optuna's pruner ``name``; ``startup``: trials the median/percentile pruner lets finish first;
-    ``percentile``: the share of trials the percentile pruner keeps at each validation (top 25%)."""
+    ``percentile``: the share of trials the percentile pruner keeps at each validation (top 25%).
+
+    The median and percentile pruners compare a trial with the *completed* trials only, so the first
+    few that complete set every threshold. Successive halving (Li et al., MLSys 2020: ASHA) compares
+    it with every trial that reached the same rung, pruned ones included, and keeps the top third:
+    rungs after the first epoch, the third, the ninth (:class:`EpochsDone` counts epochs from 1).
+    """
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
     if name == "percentile":
         return optuna.pruners.PercentilePruner(percentile, n_startup_trials=startup, n_warmup_steps=0)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: TuneSpec, worker: int = 0) -> optuna.Study:
+def open_study(spec: TuneSpec, worker: int = 0, held: int | None = None) -> optuna.Study:
     """The study of ``spec``, created if new; a study of the same name must have the same direction.
 
-    The sampler's seed is drawn from ``spec.seed``, ``worker`` and the number of trials the study
-    already holds: reproducible for a fresh study, and a worker that joins or restarts later does
-    not repeat the suggestions of the first. Workers started at the same moment on two hosts with
-    the same ``--seed`` would draw alike: give each host its own ``--seed`` (the README says so).
+    The sampler's seed is drawn from ``spec.seed``, ``worker`` and ``held``, the number of trials the
+    study held when the worker was started (``None``: as many as it holds now): reproducible for a
+    fresh study, and a worker that joins or restarts later does not repeat the suggestions of the
+    first. ``--workers K`` counts once for its K workers, so which of them opens the study first does
+    not change their seeds. Workers started at the same moment on two hosts with the same ``--seed``
+    would draw alike: give each host its own ``--seed`` (the README says so). The quasi-Monte Carlo
+    sampler is the exception: the study keeps its place in one sequence, which every worker must
+    scramble alike, so all of them take ``spec.seed``.
     """
     storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry)
     sampler = make_sampler(spec.sampler, spec.seed)
@@ -147,9 +161,10 @@ def open_study(spec: TuneSpec, worker: int = 0) -> optuna.Study:
         raise ValueError(
             f"Expected study {spec.study!r} to {spec.direction} `{spec.monitor}`, but it was created to {found} it."
         )
-    existing = len(study.get_trials(deepcopy=False))
-    if worker or existing:
-        seed = int(np.random.SeedSequence([spec.seed, worker, existing]).generate_state(1)[0])
+    if held is None:
+        held = len(study.get_trials(deepcopy=False))
+    if (worker or held) and spec.sampler != "qmc":
+        seed = int(np.random.SeedSequence([spec.seed, worker, held]).generate_state(1)[0])
         study.sampler = make_sampler(spec.sampler, seed)
     return study
 
@@ -186,6 +201,23 @@ class _HostLock:
         if self.held:
             self.held = False
             fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
+class EpochsDone:
+    """A trial as Optuna's Lightning pruning callback sees it: a value reported at epoch ``e`` (0-based,
+    the callback's step) is stored at step ``e + 1``, the epochs done. Optuna's rung-based pruners start
+    at step ``min_resource >= 1``; counted from 0 their first rung would be the second validation.
+    Everything else is the trial's own.
+    """
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self._trial = trial
+
+    def report(self, value: float, step: int) -> None:
+        self._trial.report(value, step + 1)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
 
 
 class TrialProgress(Callback):
@@ -232,7 +264,7 @@ def objective(spec: TuneSpec, lock: _HostLock | None = None):
             lock.release()  # the trial exists: other workers of this host may count and create now
         params = {dim.key: dim.suggest(trial) for dim in spec.space}
         progress = TrialProgress(trial, spec.monitor)
-        pruning = PyTorchLightningPruningCallback(trial, monitor=spec.monitor)
+        pruning = PyTorchLightningPruningCallback(EpochsDone(trial), monitor=spec.monitor)
         with warnings.catch_warnings():  # LightningCLI warns when `args` are given from within a command
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             make_cli(["fit", *spec.trial_args(trial.number, params)], callbacks=[progress, pruning])
@@ -241,10 +273,11 @@ def objective(spec: TuneSpec, lock: _HostLock | None = None):
     return run
 
 
-def work(spec: TuneSpec, worker: int = 0) -> None:
+def work(spec: TuneSpec, worker: int = 0, held: int | None = None) -> None:
     """Run trials of ``spec``'s study until it holds ``spec.n_trials`` (or ``spec.timeout`` passes);
-    ``worker``: this worker's index among those ``--workers`` started (its sampler's seed)."""
-    study = open_study(spec, worker)
+    ``worker``: this worker's index among those ``--workers`` started, ``held``: the trials the study
+    held when they were started (with ``worker``, its sampler's seed: see :func:`open_study`)."""
+    study = open_study(spec, worker, held)
     lock = _HostLock(spec)
     started = time.monotonic()
     func = objective(spec, lock)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 
 from lit_meta.tuning.report import format_table, short_names, trial_rows, write_csv
 from lit_meta.tuning.storage import HeartbeatJournalStorage, open_storage
-from lit_meta.tuning.study import best_value, counted
+from lit_meta.tuning.study import EpochsDone, TuneSpec, best_value, counted, make_pruner, open_study
 
 KEY = "model.init_args.inner_lr"
 
@@ -67,6 +67,56 @@ def test_a_database_trial_that_never_beat_is_failed_and_retried(tmp_path):
     _fail_stale(study)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert silent.number == 0 and study.get_trials()[2].system_attrs["retry_history"] == [0]
+
+
+def test_a_worker_draws_the_same_whether_or_not_another_worker_created_a_trial_first(tmp_path):
+    # --workers K counts the study's trials once (`held`) and passes it to every worker.
+    def first_draw(name: str, other_worker_first: bool) -> float:
+        spec = TuneSpec(fit_args=[], space=[], study=name, storage=f"journal:{tmp_path}/{name}.log", n_trials=4)
+        if other_worker_first:
+            open_study(spec, worker=1, held=0).ask().suggest_float(KEY, 1e-3, 1.0)
+        return open_study(spec, worker=0, held=0).ask().suggest_float(KEY, 1e-3, 1.0)
+
+    assert first_draw("alone", False) == first_draw("second", True)
+    spec = TuneSpec(fit_args=[], space=[], study="second", storage=f"journal:{tmp_path}/second.log", n_trials=4)
+    assert open_study(spec, worker=0).ask().suggest_float(KEY, 1e-3, 1.0) != first_draw("third", False)
+
+
+def test_quasi_monte_carlo_workers_share_one_scrambled_sequence(tmp_path):
+    def draws(name: str, workers: list[int], seed: int = 0) -> list[float]:
+        spec = TuneSpec(fit_args=[], space=[], study=name, storage=f"journal:{tmp_path}/{name}.log", n_trials=4)
+        spec.sampler, spec.seed = "qmc", seed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return [open_study(spec, w, held=0).ask().suggest_float(KEY, 1e-3, 1.0) for w in workers]
+
+    # Two workers take the next points of the sequence one worker would have drawn, and --seed matters.
+    assert draws("one", [0, 0, 0]) == draws("three", [0, 1, 2]) != draws("other", [0, 0, 0], seed=1)
+
+
+def test_asha_judges_a_trial_at_its_first_validation_against_every_trial_that_reached_it():
+    # Through EpochsDone, as the pruning callback reports (epoch 0 for the first validation).
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", startup=0))
+    first_validation = []
+    for value in (0.5, 0.7, 0.6, 0.4, 0.8, 0.3):
+        trial = EpochsDone(study.ask())
+        trial.report(value, step=0)
+        first_validation.append(trial.should_prune())
+        study.tell(trial.number, state=TrialState.PRUNED)  # none completes: ASHA needs no completed trial
+    # The first two (fewer than 3 so far) go on when the best yet; then the top third of all so far.
+    assert first_validation == [False, False, True, True, False, True]
+    assert study.trials[0].intermediate_values == {1: 0.5}  # stored at epochs done, not at epoch 0
+
+
+def test_counted_from_zero_the_first_validation_would_be_no_rung():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", startup=0))
+    pruned = []
+    for value in (0.5, 0.7, 0.6, 0.4, 0.8, 0.3):
+        trial = study.ask()
+        trial.report(value, step=0)  # what the callback reports without EpochsDone
+        pruned.append(trial.should_prune())
+        study.tell(trial, state=TrialState.PRUNED)
+    assert not any(pruned)
 
 
 @pytest.mark.parametrize(
