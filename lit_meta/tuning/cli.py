@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pruner_percentile", type=float, default=25.0, help="the top percentile the percentile pruner keeps"
     )
+    p.add_argument(
+        "--pruner_min_epochs", type=int, default=1, help="epochs every trial trains before a pruner may stop it"
+    )
     p.add_argument("--monitor", default="val/acc", help="the validation metric to optimise and prune on")
     p.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
@@ -93,7 +96,7 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
     """The worker spec and the options of a ``lit-meta tune`` command line. Arguments it does not know
     go to every trial's ``lit-meta fit`` (``--trainer.max_steps=500``)."""
     options, fit_overrides = build_parser().parse_known_args(argv)
-    for name in ("n_trials", "workers", "heartbeat", "grace"):
+    for name in ("n_trials", "workers", "heartbeat", "grace", "pruner_min_epochs"):
         _check_positive_int(name, getattr(options, name))
     _check_positive_int("max_retry", options.max_retry, minimum=0)
     _check_positive_int("pruner_startup", options.pruner_startup, minimum=0)
@@ -118,6 +121,7 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
         pruner=options.pruner,
         pruner_startup=options.pruner_startup,
         pruner_percentile=options.pruner_percentile,
+        pruner_min_epochs=options.pruner_min_epochs,
         seed=options.seed,
         timeout=options.timeout,
         heartbeat_interval=options.heartbeat,

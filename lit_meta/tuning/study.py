@@ -61,6 +61,8 @@ class TuneSpec:
             pruner, or none.
         pruner_startup: trials the median or percentile pruner completes before it prunes.
         pruner_percentile: the percentile pruner keeps the trials in this top percentile at each validation.
+        pruner_min_epochs: epochs every trial trains before a pruner may stop it (the first rung of
+            ``"asha"`` and ``"hyperband"``).
         seed: the sampler's seed (see :func:`open_study`).
         timeout: seconds after which a worker starts no new trial (``None``: no limit).
         heartbeat_interval: seconds between a running trial's heartbeats.
@@ -80,6 +82,7 @@ class TuneSpec:
     pruner: Pruner = "median"
     pruner_startup: int = 4
     pruner_percentile: float = 25.0
+    pruner_min_epochs: int = 1
     seed: int = 0
     timeout: float | None = None
     heartbeat_interval: int = 10
@@ -110,23 +113,24 @@ def make_sampler(name: Sampler, seed: int) -> optuna.samplers.BaseSampler:
     return samplers[name]()
 
 
-def make_pruner(name: Pruner, startup: int, percentile: float = 25.0) -> optuna.pruners.BasePruner:
+def make_pruner(name: Pruner, startup: int, percentile: float = 25.0, min_epochs: int = 1) -> optuna.pruners.BasePruner:
     """Optuna's pruner ``name``; ``startup``: trials the median/percentile pruner lets finish first;
-    ``percentile``: the share of trials the percentile pruner keeps at each validation (top 25%).
+    ``percentile``: the share of trials the percentile pruner keeps at each validation (top 25%);
+    ``min_epochs``: the epochs every trial trains before it may be stopped.
 
     The median and percentile pruners compare a trial with the *completed* trials only, so the first
     few that complete set every threshold. Successive halving (Li et al., MLSys 2020: ASHA) compares
     it with every trial that reached the same rung, pruned ones included, and keeps the top third:
-    rungs after the first epoch, the third, the ninth (:class:`EpochsDone` counts epochs from 1).
+    rungs after ``min_epochs`` epochs, 3 times as many, 9 times (:class:`EpochsDone` counts from 1).
     """
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=min_epochs)
     if name == "percentile":
-        return optuna.pruners.PercentilePruner(percentile, n_startup_trials=startup, n_warmup_steps=0)
+        return optuna.pruners.PercentilePruner(percentile, n_startup_trials=startup, n_warmup_steps=min_epochs)
     if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=3)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -144,7 +148,7 @@ def open_study(spec: TuneSpec, worker: int = 0, held: int | None = None) -> optu
     """
     storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry)
     sampler = make_sampler(spec.sampler, spec.seed)
-    pruner = make_pruner(spec.pruner, spec.pruner_startup, spec.pruner_percentile)
+    pruner = make_pruner(spec.pruner, spec.pruner_startup, spec.pruner_percentile, spec.pruner_min_epochs)
     try:
         study = optuna.create_study(
             study_name=spec.study,

@@ -108,6 +108,22 @@ def test_asha_judges_a_trial_at_its_first_validation_against_every_trial_that_re
     assert study.trials[0].intermediate_values == {1: 0.5}  # stored at epochs done, not at epoch 0
 
 
+@pytest.mark.parametrize("name", ["median", "percentile", "asha"])
+def test_no_pruner_stops_a_trial_before_min_epochs(name):
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(name, startup=1, min_epochs=2))
+    for value in (0.9, 0.9):  # two good trials: one completed, one past the first rung
+        trial = EpochsDone(study.ask())
+        trial.report(value, step=0)
+        trial.report(value, step=1)
+        assert not trial.should_prune()
+        study.tell(trial.number, value)
+    worse = EpochsDone(study.ask())
+    worse.report(0.1, step=0)  # after 1 epoch: too early
+    assert not worse.should_prune()
+    worse.report(0.1, step=1)  # after 2
+    assert worse.should_prune()
+
+
 def test_counted_from_zero_the_first_validation_would_be_no_rung():
     study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", startup=0))
     pruned = []

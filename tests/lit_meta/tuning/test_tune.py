@@ -129,3 +129,19 @@ def test_a_failed_worker_still_leaves_the_table_and_exits_1(tiny_config, space_f
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip().endswith("error: worker 1 exited with status -9")
     assert (tmp_path / "studies" / "died.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ("--pruner_min_epochs=0", r"Expected `pruner_min_epochs` >= 1, but got 0\."),
+        ("--pruner_percentile=0", r"Expected 0 < `pruner_percentile` <= 100, but got 0\.0\."),
+        ("--pruner_startup=-1", r"Expected `pruner_startup` >= 0, but got -1\."),
+    ],
+)
+def test_a_bad_pruner_option_is_refused(option, match, space_file):
+    from lit_meta.tuning import cli as tune_cli
+
+    argv = ["--config=c.yaml", f"--search={space_file}", "--study=s", "--n_trials=2", option]
+    with pytest.raises(ValueError, match=match):
+        tune_cli.parse(argv)
