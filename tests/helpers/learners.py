@@ -145,7 +145,9 @@ def teacher_checkpoint(out: int, loss: str) -> str:
     subprocesses such as the DDP script's ranks find the same files instead of training their own),
     with the global random state left as it was: learners built before and after are the same.
     """
-    folder = Path(os.environ.setdefault("LIT_META_TEST_TEACHERS", tempfile.mkdtemp(prefix="lit_meta_teachers_")))
+    if "LIT_META_TEST_TEACHERS" not in os.environ:  # not `setdefault`: that would make a folder every call
+        os.environ["LIT_META_TEST_TEACHERS"] = tempfile.mkdtemp(prefix="lit_meta_teachers_")
+    folder = Path(os.environ["LIT_META_TEST_TEACHERS"])
     path = folder / f"maml_{loss}_{out}.ckpt"
     if path.exists():
         return str(path)
