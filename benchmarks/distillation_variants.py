@@ -1,4 +1,4 @@
-"""Three distillation variants measured against plain ``MetaDistillation`` (issue 15), kept so that
+"""Four distillation variants measured against plain ``MetaDistillation`` (issue 15), kept so that
 their rows in ``benchmarks/RESULTS.md`` can be re-run. None beat the plain teacher term on Omniglot
 minimal 20-way 1-shot, so none is in the library. Run one by putting this folder on the path and
 naming the class, on top of the distillation configs:
@@ -21,6 +21,13 @@ naming the class, on top of the distillation configs:
   of the squared activations averaged over channels, L2-normalised, should be the teacher's;
   ``at_weight / 2`` times the squared differences averaged over images and positions, summed over
   the layers, on each episode's support and query images (their weight 1000).
+- :class:`ContrastiveDistillation`: contrastive representation distillation (Tian, Krishnan and
+  Isola, ICLR 2020) within an episode: the student's and the teacher's embeddings of its support
+  and query images, each through a learned linear head (``student_features`` and
+  ``teacher_features`` to ``crd_dim``, unused after training) and L2-normalised; a symmetric
+  InfoNCE loss at ``crd_temperature`` makes image ``i``'s student embedding pick image ``i``'s
+  teacher embedding among the episode's, weighted ``crd_weight``, on top of the plain term (the
+  paper draws its negatives from a memory bank of the whole dataset; here the episode's images).
 """
 
 from __future__ import annotations
@@ -161,3 +168,46 @@ class AttentionDistillation(MetaDistillation):
                 teacher_maps = attention_maps(teacher, images)
             terms.append(sum((s - t).pow(2).mean() for s, t in zip(student_maps, teacher_maps)))
         return losses + self.at_weight / 2 * torch.stack(terms).to(losses.dtype)
+
+
+def episode_infonce_losses(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """``(B,)`` symmetric InfoNCE between paired embeddings ``(B, N, D)`` of each task's ``N`` images:
+    image ``i``'s student embedding should be nearest to image ``i``'s teacher embedding among the
+    task's ``N``, and the other way round (both L2-normalised)."""
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+    logits = s @ t.transpose(1, 2) / temperature  # (B, N, N)
+    target = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+    forward = F.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(-1)
+    backward = F.cross_entropy(logits, target, reduction="none").mean(-1)
+    return (forward + backward) / 2
+
+
+class ContrastiveDistillation(MetaDistillation):
+    """``MetaDistillation`` plus a contrastive term on the embeddings of each episode's images."""
+
+    def __init__(
+        self,
+        crd_weight: float = 0.8,
+        crd_temperature: float = 0.07,
+        crd_dim: int = 128,
+        student_features: int = 16,
+        teacher_features: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        _check_no_embedding_terms(kwargs, "ContrastiveDistillation")
+        super().__init__(**kwargs)  # student, teacher_ckpt, alpha, ...: the arguments of MetaDistillation
+        self.crd_weight, self.crd_temperature = crd_weight, crd_temperature
+        # Both heads are meta-learned with the student and unused after training, as in CRD.
+        self.student_head = nn.Linear(student_features, crd_dim)
+        self.teacher_head = nn.Linear(teacher_features, crd_dim)
+
+    def distillation_losses(self, predictions: Tensor, task: Task) -> Tensor:
+        losses = super().distillation_losses(predictions, task)
+        if not self.training or self.crd_weight == 0:
+            return losses
+        images = torch.cat([task.support_x, task.query_x], 1)
+        student = torch.stack([self.student.embed(x) for x in images])
+        with torch.no_grad():
+            teacher = torch.stack([self.teacher.embed(x) for x in images])
+        terms = episode_infonce_losses(self.student_head(student), self.teacher_head(teacher), self.crd_temperature)
+        return losses + self.crd_weight * terms.to(losses.dtype)
