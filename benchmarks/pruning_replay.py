@@ -16,9 +16,8 @@ configurations than it did in the unpruned search, and two workers report in an 
 With ``--sampler qmc`` the proposals do not depend on pruning, so a replay of one study in its own
 order (``--in_order``) is that search, up to the interleaving.
 
-Example (the five unpruned 16-trial searches of ``benchmarks/RESULTS.md``):
-    python benchmarks/pruning_replay.py /tmp/tune600/none2.log /tmp/tune600s1/none2.log \\
-        /tmp/tb_s2/none2.log /tmp/qmc_s0/none2.log /tmp/qmc_s1/none2.log --n_trials 16 32 \\
+Example (the unpruned searches that ``tune_pruning.py --out OUT_i`` wrote, as in ``benchmarks/RESULTS.md``):
+    python benchmarks/pruning_replay.py OUT_1/none2.log OUT_2/none2.log ... --n_trials 16 32 \\
         --pruner percentile:2:25 median:2 asha
 """
 
@@ -28,6 +27,7 @@ import argparse
 import json
 import random
 import sys
+import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from lit_meta.tuning.storage import open_storage  # noqa: E402
-from lit_meta.tuning.study import EpochsDone, make_pruner  # noqa: E402
+from lit_meta.tuning.study import EpochsDone, Pruner, make_pruner  # noqa: E402
 
 Curve = list[float]
 
@@ -45,8 +45,10 @@ Curve = list[float]
 def load_curves(journal: str) -> list[Curve]:
     """The validation values of every complete trial of the one study in ``journal``, by epoch."""
     storage = open_storage(f"journal:{journal}")
-    (summary,) = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    summaries = optuna.get_all_study_summaries(storage)
+    if len(summaries) != 1:
+        raise ValueError(f"Expected one study in the journal {journal!r}, but got {len(summaries)}.")
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     return [[t.intermediate_values[k] for k in sorted(t.intermediate_values)] for t in trials]
 
@@ -55,6 +57,11 @@ def parse_pruner(text: str) -> dict:
     """``name[:startup[:percentile[:min_epochs]]]``, the tune command's ``--pruner``, ``--pruner_startup``,
     ``--pruner_percentile`` and ``--pruner_min_epochs`` (its defaults: 4, 25, 1)."""
     name, *rest = text.split(":")
+    if name not in typing.get_args(Pruner) or len(rest) > 3:
+        raise ValueError(
+            f"Expected `pruner` name[:startup[:percentile[:min_epochs]]], name one of "
+            f"{typing.get_args(Pruner)}, but got {text!r}."
+        )
     values = [*rest, None, None, None][:3]
     return {
         "name": name,
@@ -102,19 +109,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
+    pruners = {text: parse_pruner(text) for text in args.pruner}
     studies = {journal: load_curves(journal) for journal in args.journals}
     pool = [curve for curves in studies.values() for curve in curves]
+    if max(args.n_trials) > len(pool):
+        raise ValueError(f"Expected `n_trials` <= {len(pool)} curves in the journals, but got {max(args.n_trials)}.")
     rows = []
-    for text in args.pruner:
-        pruner = parse_pruner(text)
+    for text, pruner in pruners.items():
         if args.in_order:
             for journal, curves in studies.items():
                 result = replay(curves, pruner)
                 rows.append({"pruner": text, "study": journal, **result, "meets": meets(result)["all"]})
                 print(json.dumps(rows[-1]), flush=True)
         for n in args.n_trials:
-            if n > len(pool):
-                raise ValueError(f"Expected `n_trials` <= {len(pool)} curves in the journals, but got {n}.")
             rng = random.Random(args.seed)
             results = [replay(rng.sample(pool, n), pruner) for _ in range(args.resamples)]
             checks = [meets(result) for result in results]

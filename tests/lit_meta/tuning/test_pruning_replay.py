@@ -46,6 +46,14 @@ def test_the_pruner_text_is_the_tune_commands_options_with_their_defaults():
     }
 
 
+@pytest.mark.parametrize("text", ["medain", "percentile:2:25:1:9"])
+def test_a_pruner_the_tune_command_does_not_have_is_refused(text):
+    with pytest.raises(
+        ValueError, match=r"Expected `pruner` name\[:startup\[:percentile\[:min_epochs\]\]\], name one of"
+    ):
+        pruning_replay.parse_pruner(text)
+
+
 def test_curves_are_read_from_a_journal_and_too_many_trials_are_refused(tmp_path):
     journal = tmp_path / "none2.log"
     study = optuna.create_study(
