@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int
+from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -65,6 +65,10 @@ class CNN4(nn.Module):
         blocks: number of conv blocks.
         image_size: input height and width (28 for Omniglot, 84 for mini-ImageNet).
         downsample: ``"maxpool"`` or ``"stride"`` (see above).
+        downsample_last: whether the last block downsamples too. ``False`` keeps the last block's map
+            (3x3 for 28x28 inputs with max-pooling): a 16-filter network then embeds an image in 144
+            dimensions instead of 16 with the same weights and, with max-pooling, the same
+            convolutions (a distillation student's, issue 15's measurements).
 
     Shape:
         ``(N, in_channels, image_size, image_size) -> (N, out_features)``.
@@ -78,9 +82,11 @@ class CNN4(nn.Module):
         blocks: int = 4,
         image_size: int = 28,
         downsample: Literal["maxpool", "stride"] = "maxpool",
+        downsample_last: bool = True,
     ) -> None:
         super().__init__()
         _check_one_of("downsample", downsample, ("maxpool", "stride"))
+        _check_type("downsample_last", downsample_last, bool)
         for name, value in (
             ("in_channels", in_channels),
             ("out_features", out_features),
@@ -89,20 +95,26 @@ class CNN4(nn.Module):
             ("image_size", image_size),
         ):
             _check_positive_int(name, value)
-        if image_size < 2**blocks:
-            raise ValueError(f"Expected `image_size` >= {2**blocks} for {blocks} pooling blocks, but got {image_size}.")
+        pooling = blocks if downsample_last else blocks - 1
+        if image_size < 2**pooling:
+            raise ValueError(
+                f"Expected `image_size` >= {2**pooling} for {pooling} pooling blocks, but got {image_size}."
+            )
         layers: list[nn.Module] = []
         channels, side = in_channels, image_size
-        for _ in range(blocks):
-            stride = 2 if downsample == "stride" else 1
+        for block in range(blocks):
+            down = block < pooling
+            stride = 2 if downsample == "stride" and down else 1
             layers += [
                 nn.Conv2d(channels, hidden, kernel_size=3, stride=stride, padding=1),
                 nn.BatchNorm2d(hidden, track_running_stats=False),
                 nn.ReLU(),
             ]
-            if downsample == "maxpool":
+            if downsample == "maxpool" and down:
                 layers.append(nn.MaxPool2d(2))
-            channels, side = hidden, (side + 1) // 2 if downsample == "stride" else side // 2
+            if down:
+                side = (side + 1) // 2 if downsample == "stride" else side // 2
+            channels = hidden
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(hidden * side * side, out_features)

@@ -22,6 +22,12 @@ DISTILL_STACKS = {
         "omniglot/protonet_20w1s.yaml",
         "omniglot/distill/protonet.yaml",
     ],
+    "omniglot/distill_protonet_20w1s_map16_hint": [
+        "omniglot/base.yaml",
+        "omniglot/protonet_20w1s.yaml",
+        "omniglot/distill/protonet.yaml",
+        "omniglot/distill/protonet_map16_hint.yaml",
+    ],
     "omniglot/distill_maml_5w1s": ["omniglot/base.yaml", "omniglot/maml_5w1s.yaml", "omniglot/distill/maml.yaml"],
 }
 

@@ -7,14 +7,28 @@ from lit_meta.models import CNN4, MLP, ResNet12
 
 
 @pytest.mark.parametrize(
-    ("downsample", "image_size", "features"),
-    [("maxpool", 28, 64), ("stride", 28, 64 * 2 * 2), ("maxpool", 84, 64 * 5 * 5)],
+    ("downsample", "downsample_last", "image_size", "features"),
+    [
+        ("maxpool", True, 28, 64),
+        ("stride", True, 28, 64 * 2 * 2),
+        ("maxpool", True, 84, 64 * 5 * 5),
+        ("maxpool", False, 28, 64 * 3 * 3),
+        ("stride", False, 28, 64 * 4 * 4),
+    ],
 )
-def test_cnn4_shapes(downsample, image_size, features):
-    net = CNN4(in_channels=3, out_features=7, image_size=image_size, downsample=downsample)
+def test_cnn4_shapes(downsample, downsample_last, image_size, features):
+    net = CNN4(
+        in_channels=3, out_features=7, image_size=image_size, downsample=downsample, downsample_last=downsample_last
+    )
     x = torch.randn(4, 3, image_size, image_size)
     assert net.features(x).shape == (4, features)
     assert net(x).shape == (4, 7)
+
+
+def test_cnn4_without_the_last_downsampling_has_the_same_weights():
+    pooled, kept = CNN4(hidden=16), CNN4(hidden=16, downsample_last=False)
+    assert [p.shape for p in pooled.features.parameters()] == [p.shape for p in kept.features.parameters()]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in kept.features) == 3
 
 
 def test_cnn4_normalises_each_batch_by_itself_in_eval_mode_too():
@@ -30,6 +44,10 @@ def test_cnn4_arguments():
         CNN4(image_size=8)
     with pytest.raises(ValueError, match=r"Expected `downsample` to be one of 'maxpool', 'stride', but got 'avg'\."):
         CNN4(downsample="avg")
+    with pytest.raises(ValueError, match=r"Expected `image_size` >= 8 for 3 pooling blocks, but got 7\."):
+        CNN4(image_size=7, downsample_last=False)
+    with pytest.raises(TypeError, match=r"Expected `downsample_last`"):
+        CNN4(downsample_last="no")
 
 
 def test_mlp_has_features_and_head():
