@@ -68,7 +68,7 @@ class CNN4(nn.Module):
         downsample_last: whether the last block downsamples too. ``False`` keeps the last block's map
             (3x3 for 28x28 inputs with max-pooling): a 16-filter network then embeds an image in 144
             dimensions instead of 16 with the same weights and, with max-pooling, the same
-            convolutions (a distillation student's, issue 15's measurements).
+            convolutions: room for a small distillation student to take in its teacher's embedding.
 
     Shape:
         ``(N, in_channels, image_size, image_size) -> (N, out_features)``.
