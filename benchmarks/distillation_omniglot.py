@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from datamodules import OmniglotDataModule
 from lit_meta.algorithms import MetaDistillation, MetaLearner
-from lit_meta.algorithms.checkpoints import load_learner_checkpoint
+from lit_meta.checkpoints import load_learner
 from lit_meta.evaluation import evaluation_mode
 from lit_meta.functional import mean_ci95, task_accuracies
 from lit_meta.tasks import Task
@@ -73,7 +73,7 @@ def main() -> None:
     tasks = [Task(*(t[i : i + 1] for t in batch)) for batch in data.test_dataloader() for i in range(batch.num_tasks)]
     rows = []
     for name, path in (("teacher", args.teacher), ("student", args.student), ("distilled", args.distilled)):
-        learner, _ = load_learner_checkpoint(path)
+        learner, _ = load_learner(path)
         mean, ci95, seconds = evaluate(learner, tasks, args.timing_tasks)
         rows.append((name, inference_parameters(learner), seconds, mean, ci95))
 

@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from datamodules import OmniglotDataModule
-from lit_meta.algorithms.checkpoints import load_learner_checkpoint
+from lit_meta.checkpoints import load_learner
 from lit_meta.evaluation import adaptation_curve
 from lit_meta.functional import mean_ci95
 
@@ -39,7 +39,7 @@ def main() -> None:
     print(f"| checkpoint | {header} | " + " | ".join(f"mean error {w}-way" for w in args.ways) + " |")
     print("|---" * (1 + len(args.ways) * (len(ALPHABETS) + 1)) + "|")
     for name, path in checkpoints.items():
-        learner, _ = load_learner_checkpoint(path)
+        learner, _ = load_learner(path)
         cells, errors = [], {w: [] for w in args.ways}
         for ways in args.ways:
             for alphabet, size in ALPHABETS.items():

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lit_meta.images import IMAGE_ERRORS, channel_stats, normalise, prepare_image, unreadable
+from lit_meta.images import IMAGE_ERRORS, ImageRefused, channel_stats, normalise, prepare_image, unreadable
 
 
 class ImageClasses(Dataset):
@@ -96,7 +96,9 @@ class DecodedImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         try:
-            pixels = prepare_image(self.source[index][0], channels=3, size=self.size)
+            pixels = prepare_image(self.source[index][0], channels=3, size=self.size, where=self._where(index))
+        except ImageRefused:
+            raise  # already one line naming the image
         except IMAGE_ERRORS as err:
             raise unreadable(self._where(index), err) from err
         return normalise(pixels, self.mean, self.std), self.labels[index]

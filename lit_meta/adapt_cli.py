@@ -15,26 +15,34 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.algorithms.checkpoints import load_learner_checkpoint
+from lit_meta.checkpoints import load_learner as load_checkpoint_learner
+from lit_meta.files import atomic_open, check_writable_folder, write_failure
 from lit_meta.images import IMAGE_SUFFIXES, ImagePreprocessing, list_classes
 
 PROGRESS_THRESHOLD = 300  # queries; fewer finish too fast for a progress bar to help
 
 
-def load_learner(path: str) -> tuple[MetaLearner, ImagePreprocessing]:
+def load_learner(path: str, trust: Sequence[str] = ()) -> tuple[MetaLearner, ImagePreprocessing]:
     """The learner of a ``lit-meta fit`` checkpoint and how its training images were prepared.
+
+    Args:
+        path: the checkpoint.
+        trust: module prefixes of the user's own classes the checkpoint may name (see
+            :mod:`lit_meta.checkpoints`).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint of a lit-meta learner trained on image files.
+        ValueError: the file is not a checkpoint of a lit-meta learner trained on image files, or it
+            names a class outside the allow-list.
     """
-    learner, record = load_learner_checkpoint(path)
+    learner, record = load_checkpoint_learner(path, trusted=trust)
     preprocessing = record.get("preprocessing")
     if preprocessing is None:
         raise ValueError(
@@ -78,8 +86,9 @@ def read_queries(root: str, class_names: list[str]) -> tuple[list[str], list[int
 
 
 def write_predictions(path: str, rows: list[dict]) -> None:
-    """``.json``: a list of records; anything else: CSV with a header."""
-    with open(path, "w", newline="") as f:
+    """``.json``: a list of records; anything else: CSV with a header. Written atomically: an existing
+    file is replaced only once the new one is complete."""
+    with atomic_open(path, "w", newline="") as f:
         if path.lower().endswith(".json"):
             json.dump(rows, f, indent=2)
         else:
@@ -89,7 +98,13 @@ def write_predictions(path: str, rows: list[dict]) -> None:
 
 
 def adapt(
-    ckpt_path: str, support: str, query: str, output: str | None = None, steps: int | None = None, batch_size: int = 100
+    ckpt_path: str,
+    support: str,
+    query: str,
+    output: str | None = None,
+    steps: int | None = None,
+    batch_size: int = 100,
+    trust: Sequence[str] = (),
 ) -> dict:
     """Adapt the checkpoint's learner to ``support`` and predict ``query``; see the module docstring.
 
@@ -97,7 +112,7 @@ def adapt(
         A summary: ``ways``, ``support`` and ``queries`` counts, ``steps``, ``accuracy`` (or ``None``),
         and the ``predictions`` rows (``file``, ``predicted``, ``probability``, and ``true`` if known).
     """
-    learner, preprocessing = load_learner(ckpt_path)
+    learner, preprocessing = load_learner(ckpt_path, trust)
     support_x, support_y, class_names = read_support(support, preprocessing)
     paths, labels = read_queries(query, class_names)
     adapted = learner.adapt(support_x, support_y, steps=steps)
@@ -144,13 +159,32 @@ def main(args: list[str] | None = None) -> None:
         "--steps", type=int, default=None, help="adaptation steps (default: the learner's evaluation setting)"
     )
     parser.add_argument("--batch_size", type=int, default=100, help="queries predicted together")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module (prefix) of your own classes the checkpoint may name, e.g. my_learners; may be repeated",
+    )
     options = parser.parse_args(args)
     try:
+        if options.output is not None:
+            check_writable_folder(os.path.dirname(os.path.abspath(options.output)), "the folder of `--output`")
         summary = adapt(
-            options.ckpt_path, options.support, options.query, options.output, options.steps, options.batch_size
+            options.ckpt_path,
+            options.support,
+            options.query,
+            options.output,
+            options.steps,
+            options.batch_size,
+            options.trust,
         )
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"lit-meta adapt: error: {err}\n")
+    except OSError as err:
+        if write_failure(err) is None:
+            raise
+        parser.exit(1, f"lit-meta adapt: error: Expected to write {options.output!r}, but got: {err.strerror}.\n")
     lines = [
         f"Adapted to {summary['ways']} classes from {summary['support']} support images ({summary['steps']} "
         "adaptation steps); "

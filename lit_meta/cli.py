@@ -9,6 +9,7 @@ import sys
 import torch
 
 from lit_meta._cli_errors import CommandLineError, raised_while_configuring
+from lit_meta.files import cannot_write, write_failure
 from lit_meta.meta_cli import MetaCLI, make_cli
 
 __all__ = ["MetaCLI", "main", "make_cli", "run"]
@@ -55,6 +56,13 @@ def run(args: list[str] | None = None) -> MetaCLI | None:
         if not raised_while_configuring(err) or os.environ.get("LIT_META_TRACEBACK"):
             raise
         _exit_with(subcommand, str(err))
+    except OSError as err:
+        # A checkpoint or result that could not be written (a full disk, a folder made read-only):
+        # the previous file is intact (lit_meta.files), the run stops with one line.
+        failure = write_failure(err)
+        if failure is None or os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        _exit_with(subcommand, cannot_write(failure), status=1)
     except RuntimeError as err:
         # Under DDP a process that died (killed, out of memory) breaks the others' next collective.
         if not lost_peer(err) or os.environ.get("LIT_META_TRACEBACK"):

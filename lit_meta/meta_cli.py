@@ -12,12 +12,16 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lit_meta._checks import _check_positive_int
 from lit_meta._cli_errors import CommandLineError, parser_message, root_cause
 from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.checkpoints import read_checkpoint, trusted_modules
+from lit_meta.files import check_writable_folder
+from lit_meta.runs import AtomicCheckpointIO, RunIdentity, check_new_run, resume_version, run_fingerprint
 
 
 class MetaCLI(LightningCLI):
@@ -38,15 +42,43 @@ class MetaCLI(LightningCLI):
             options = [o for action in _all_actions(parser) for o in action.option_strings]
             raise CommandLineError(parser_message(str(err), options)) from None
 
+    def __init__(self, *args: Any, trainer_defaults: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        # Every checkpoint records the run's fingerprint, set once the config is parsed.
+        self.run_identity = RunIdentity()
+        defaults = dict(trainer_defaults or {})
+        defaults["callbacks"] = [*defaults.get("callbacks", []), self.run_identity]
+        super().__init__(*args, trainer_defaults=defaults, **kwargs)
+
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI rebuilds the model from the checkpoint's hyper-parameters. That is what `test`
-        # wants; a `fit` that resumes a checkpoint of another learner than its config names is refused.
+        # LightningCLI rebuilds the model from the checkpoint's hyper-parameters, importing every class
+        # they name: the checkpoint is read and its classes checked against lit-meta's allow-list
+        # first (the user's own config and `--trust` add theirs). A `fit` that resumes a checkpoint of
+        # another learner than its config names is refused.
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if subcommand == "fit" and ckpt_path and Path(ckpt_path).is_file():
-            written = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-            check_same_learner(self.config.fit.model.class_path, written.get("_class_path"))
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if config is not None:
+            self.run_identity.fingerprint = run_fingerprint(
+                _as_dict(config.get("model")), _as_dict(config.get("data")), config.get("seed_everything")
+            )
+        if ckpt_path and Path(ckpt_path).is_file():
+            trusted = [*trusted_modules(config.get("trust") or ()), *_class_paths(_as_dict(config))]
+            try:
+                written = read_checkpoint(ckpt_path, "`--ckpt_path`", trusted).get("hyper_parameters", {})
+            except (ValueError, FileNotFoundError) as err:
+                raise CommandLineError(str(err)) from err
+            if subcommand == "fit":
+                check_same_learner(config.model.class_path, written.get("_class_path"))
         super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Checkpoints written atomically, unless the config brings its own checkpoint writer.
+        config = self.config_init.get(self.subcommand) if self.subcommand else self.config_init
+        plugins = kwargs.get("plugins", (config or {}).get("trainer", {}).get("plugins"))
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def instantiate_classes(self) -> None:
         try:
@@ -58,6 +90,19 @@ class MetaCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--num_threads", type=int | None, default=None, help="torch intra-op threads (default: torch's choice)"
+        )
+        parser.add_argument(
+            "--trust",
+            type=list[str] | None,
+            default=None,
+            help="modules (prefixes) of your own classes a `--ckpt_path` checkpoint may name, e.g. [my_learners]; "
+            "lit-meta's, torch.optim's and torch.nn's are always trusted, and so are the classes your config names",
+        )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="`fit` into the version folder of an existing run: empty it first (otherwise refused)",
         )
         parser.add_argument(
             "--test_after_fit",
@@ -85,8 +130,14 @@ class MetaCLI(LightningCLI):
                 raise CommandLineError(str(err)) from err
             torch.set_num_threads(threads)
         trainer = config.get("trainer")
-        if self.subcommand == "fit" and config.get("ckpt_path") == "last" and trainer is not None:
-            resume_logger_version(trainer.get("logger"))
+        if self.subcommand == "fit" and trainer is not None:
+            try:
+                _check_log_folder(trainer.get("logger"))
+                if config.get("ckpt_path") == "last":
+                    resume_version(trainer.get("logger"), self.run_identity.fingerprint)
+                check_new_run(trainer.get("logger"), resuming=bool(config.get("ckpt_path")), overwrite=config.overwrite)
+            except ValueError as err:
+                raise CommandLineError(str(err)) from err
         if trainer is not None and trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):
             # `--trainer.enable_progress_bar false` on a config that lists a progress bar (ours do):
             # the flag wins, instead of Lightning's error about the contradiction.
@@ -113,21 +164,25 @@ def check_same_learner(configured: str, written: str | None) -> None:
         )
 
 
-def resume_logger_version(logger: Any) -> None:
-    """``fit --ckpt_path last`` continues the same run: a TensorBoard or CSV logger without a version
-    takes that of the latest run under its folder holding a ``last*.ckpt`` (where Lightning's
-    ``ModelCheckpoint`` looks for it), instead of starting ``version_<n+1>`` with no checkpoint in it."""
-    class_path = getattr(logger, "class_path", "") or ""
-    if not class_path.endswith(("TensorBoardLogger", "CSVLogger")) or logger.init_args.get("version") is not None:
-        return
-    root = Path(logger.init_args.get("save_dir") or "lightning_logs") / (logger.init_args.get("name") or "")
-    runs = [
-        (ckpt.stat().st_mtime, run.name)
-        for run in root.glob("version_*")
-        for ckpt in run.glob("checkpoints/last*.ckpt")
-    ]
-    if runs:
-        logger.init_args.version = max(runs)[1]
+def _check_log_folder(logger: Any) -> None:
+    """A read-only or impossible log folder is refused before the first step (not at the first checkpoint)."""
+    init_args = getattr(logger, "init_args", None) if not isinstance(logger, dict) else logger.get("init_args")
+    if init_args is not None and init_args.get("save_dir") is not None:
+        check_writable_folder(init_args["save_dir"], "the log folder (`trainer.logger.init_args.save_dir`)")
+
+
+def _as_dict(value: Any) -> Any:
+    return value.as_dict() if hasattr(value, "as_dict") else value
+
+
+def _class_paths(config: Any) -> list[str]:
+    """Every ``class_path`` the user's own config names (its classes are theirs to trust)."""
+    if isinstance(config, dict):
+        found = [config["class_path"]] if isinstance(config.get("class_path"), str) else []
+        return found + [p for v in config.values() for p in _class_paths(v)]
+    if isinstance(config, (list, tuple)):
+        return [p for v in config for p in _class_paths(v)]
+    return []
 
 
 def _all_actions(parser: Any) -> list[Any]:

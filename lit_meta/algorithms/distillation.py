@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from lit_meta._checks import _check_positive_float, _check_type, _check_unit_interval
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.algorithms.checkpoints import load_learner_checkpoint
 from lit_meta.algorithms.reptile import Reptile
 from lit_meta.functional import distillation_losses, feature_hint_losses, relational_distance_losses
 from lit_meta.tasks import Task
@@ -150,7 +149,9 @@ class MetaDistillation(MetaLearner):
     def teacher(self) -> MetaLearner:
         """The frozen teacher, loaded from ``teacher_ckpt`` on first use."""
         if not self._teacher:
-            teacher, record = load_learner_checkpoint(self.teacher_ckpt, what="`teacher_ckpt`")
+            from lit_meta.checkpoints import load_learner  # imports this package: here, not at the top
+
+            teacher, record = load_learner(self.teacher_ckpt, what="`teacher_ckpt`")
             if teacher.loss != self.loss:
                 raise ValueError(
                     f"Expected a teacher with loss {self.loss!r} like the student, but got one with loss "

@@ -27,6 +27,7 @@ from lit_meta._cli_errors import parser_message, root_cause
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.run import FederatedRun
 from lit_meta.federated.server import FederationError
+from lit_meta.files import cannot_write, write_failure
 
 PROG = "lit-meta federate"
 
@@ -92,3 +93,9 @@ def main(args: list[str]) -> None:
             raise
         sys.stderr.write(f"{PROG}: error: {err}\n")
         sys.exit(1 if isinstance(err, FederationError) else 2)
+    except OSError as err:  # a round's checkpoint or result could not be written (a full disk)
+        failure = write_failure(err)
+        if failure is None or os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        sys.stderr.write(f"{PROG}: error: {cannot_write(failure)}\n")
+        sys.exit(1)

@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -33,11 +34,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.checkpoints import read_checkpoint, trusted_modules
 from lit_meta.federated.client import MetaClient, client_app
 from lit_meta.federated.data import FederatedData
 from lit_meta.federated.grid import InProcessGrid
 from lit_meta.federated.records import load_arrays, personal_names
 from lit_meta.federated.server import FederationError, federate
+from lit_meta.files import atomic_open, atomic_torch_save, check_writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +183,7 @@ class RunOutputs:
             checkpoint["lit_meta"] = {"preprocessing": self.preprocessing.to_dict()}
         os.makedirs(os.path.dirname(self.checkpoint_path()), exist_ok=True)
         for path in (self.checkpoint_path(server_round), self.checkpoint_path()):
-            torch.save(checkpoint, path + ".tmp")
-            os.replace(path + ".tmp", path)  # a kill mid-write leaves the previous checkpoint whole
+            atomic_torch_save(checkpoint, path)  # a kill or a full disk leaves the previous checkpoint whole
 
     def write_result(self) -> str:
         """``federated_result.json``: settings, rounds, and each client's latest result; its path."""
@@ -189,9 +191,8 @@ class RunOutputs:
         for record in self.records:
             clients.update({str(c): {"round": record["round"], **v} for c, v in record.get("clients", {}).items()})
         path = os.path.join(self.dir, "federated_result.json")
-        with open(path + ".tmp", "w") as f:
+        with atomic_open(path) as f:
             json.dump({"settings": self.settings, "rounds": self.records, "clients": clients}, f, indent=2)
-        os.replace(path + ".tmp", path)
         return path
 
 
@@ -215,10 +216,8 @@ def resume_from(
         ValueError: not a federated checkpoint, one of another learner class, or one of a run with
             other settings (strategy, clients, local steps, seed, transfer dtype or personal weights).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Expected a federated round checkpoint at {path!r}, but got no such file.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "federated" not in checkpoint:
+    checkpoint = read_checkpoint(path, "a federated round checkpoint", trusted_modules())
+    if "federated" not in checkpoint:
         raise ValueError(f"Expected a checkpoint written by `lit-meta federate` in {path!r}, but got another file.")
     saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
     if saved is not None and import_subclass(saved, MetaLearner) is not type(learner):
@@ -277,9 +276,11 @@ class FederatedRun:
         log_dir: folder of the TensorBoard version folders.
         version: name of this run's version folder (default ``version_<n>``).
         resume: a round checkpoint (``<version>/checkpoints/last.ckpt``) to continue from; the run goes
-            on in that checkpoint's version folder. Its strategy, clients, local steps, seed,
-            transfer dtype and personal patterns must be this run's; personal weights restart from
-            their initial values (a warning says so).
+            on in that checkpoint's version folder (a ``version`` given too must name it). Its strategy,
+            clients, local steps, seed, transfer dtype and personal patterns must be this run's;
+            personal weights restart from their initial values (a warning says so).
+        overwrite: a new run whose ``version`` folder holds another run's files empties it first;
+            without it such a run is refused before round 1.
     """
 
     def __init__(
@@ -303,6 +304,7 @@ class FederatedRun:
         log_dir: str = "lightning_logs",
         version: str | None = None,
         resume: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         _check_type("model", model, MetaLearner)
         _check_type("data", data, FederatedData)
@@ -324,7 +326,9 @@ class FederatedRun:
         self.min_replies, self.round_timeout, self.evaluate_every = min_replies, round_timeout, evaluate_every
         self.seed, self.accelerator, self.precision, self.num_cpus = seed, accelerator, precision, num_cpus
         self.client_gpus = client_gpus
+        _check_type("overwrite", overwrite, bool)
         self.log_dir, self.version, self.resume, self.transfer = log_dir, version, resume, transfer
+        self.overwrite = overwrite
         self.personal = personal_names(model, personal) if personal else []  # checked before round 1
 
     def settings(self) -> dict[str, Any]:
@@ -346,6 +350,25 @@ class FederatedRun:
             **{key: getattr(self, key) for key in keys},
         }
 
+    def check_new_folder(self) -> None:
+        """Refuse (or, with ``overwrite``, empty) the ``version`` folder of an earlier run, for a new run.
+
+        Raises:
+            ValueError: the folder holds another run's files and ``overwrite`` is off.
+        """
+        check_writable_folder(self.log_dir, "the log folder (`log_dir`)")
+        if self.version is None or self.resume is not None:
+            return
+        folder = os.path.join(self.log_dir, self.version)
+        if not os.path.isdir(folder) or not os.listdir(folder):
+            return
+        if not self.overwrite:
+            raise ValueError(
+                f"Expected a new version folder for a new run, but got {folder!r}, which holds another run's files "
+                "(continue it with `--resume`, overwrite it with `--overwrite true`, or choose another `version`)."
+            )
+        shutil.rmtree(folder)
+
     def client(self) -> MetaClient:
         """The client every node runs (on a SuperNode: built from the same config)."""
         return MetaClient(
@@ -364,6 +387,8 @@ class FederatedRun:
         ``wrap_client_app`` (for fault-injection benchmarks) replaces every node's ``ClientApp`` by
         ``wrap_client_app(app)``, any ``(message, context) -> message`` callable.
         """
+        if self.resume is None:
+            self.check_new_folder()  # before the clients are built: a refused run costs nothing
         nodes = self.data.num_clients  # builds and checks every client's share before round 1
         app = client_app(self.client())
         app = app if wrap_client_app is None else wrap_client_app(app)
@@ -409,10 +434,17 @@ class FederatedRun:
                     ", ".join(self.personal[:3]) + (", ..." if len(self.personal) > 3 else ""),
                 )
             log_dir, version = os.path.dirname(version_dir), os.path.basename(version_dir)
+            if self.version is not None and self.version != version:
+                raise ValueError(
+                    f"Expected `version` {version!r} (the folder of `resume` {self.resume!r}) or none, but got "
+                    f"{self.version!r}."
+                )
             if start_round >= self.rounds:
                 raise ValueError(
                     f"Expected `rounds` > {start_round}, the rounds done in {self.resume!r}, but got {self.rounds}."
                 )
+        else:
+            self.check_new_folder()
         outputs = RunOutputs(
             self.model, self.data, self.strategy, log_dir, version, self.settings(), records, self.personal
         )

@@ -126,7 +126,7 @@ def test_adapt_command_on_unlabelled_queries_writes_json(checkpoint, tmp_path, c
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        ("not_a_checkpoint", r"Expected a checkpoint written by `lit-meta fit` in .*, but could not read it"),
+        ("not_a_checkpoint", r"Expected a checkpoint of plain tensors and data in .*, but could not read it"),
         ("one_class", r"Expected >= 2 class folders in the support folder .*, but got 1\."),
         ("empty_class", r"Expected >= 1 image in class 'char1' of .*, but got an empty folder\."),
         ("rgb_images", r"Expected 1-channel images \(what the model was trained on\), but got 3 channels in .*"),

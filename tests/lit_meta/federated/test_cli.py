@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lit_meta.cli import main
 from tests.helpers import ROOT
 from tests.lit_meta.test_adapt import task_folders
+from tests.lit_meta.test_runs import hashes
 
 CONFIGS = ROOT / "configs" / "federated" / "omniglot"
 # base.yaml and the files that modify a run (not learners), each tested below.
@@ -212,7 +214,7 @@ def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_client
         (("--backend=cluster",), "Expected `backend` to be one of 'in_process', 'simulation', but got 'cluster'."),
         (
             ("--resume=/no/such.ckpt",),
-            "Expected a federated round checkpoint at '/no/such.ckpt', but got no such file.",
+            "Expected a federated round checkpoint file at '/no/such.ckpt', but got no such file.",
         ),
         (
             ("--backend=simulation", "--accelerator=gpu"),
@@ -281,3 +283,53 @@ def test_the_fedavg_baseline_fine_tunes_a_head_on_each_test_clients_support_set(
     federate(data_dir, tmp_path, *finetune, "--rounds=1", "--version=finetune", learner="supervised")
     record = json.loads((tmp_path / "finetune" / "federated_result.json").read_text())["rounds"][0]
     assert record["replies"] == 2 and 0.0 <= record["accuracy"] <= 1.0
+
+
+def whole_error(capsys, *args, **kwargs) -> tuple[int, str]:
+    """Exit status and the whole of stderr, which must be one line."""
+    with pytest.raises(SystemExit) as exit_info:
+        federate(*args, **kwargs)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return exit_info.value.code, lines[0]
+
+
+def test_a_new_run_into_an_existing_runs_version_changes_nothing(run_dir, data_dir, capsys):
+    before = hashes(run_dir)
+    code, line = whole_error(capsys, data_dir, run_dir.parent, "--version=run")
+    assert code == 2
+    assert line.startswith("lit-meta federate: error: Expected a new version folder for a new run, but got ")
+    assert hashes(run_dir) == before
+
+
+def test_resuming_into_another_version_is_refused(run_dir, data_dir, capsys):
+    before = hashes(run_dir.parent)
+    resume = f"--resume={run_dir / 'checkpoints' / 'last.ckpt'}"
+    code, line = whole_error(capsys, data_dir, run_dir.parent, resume, "--version=elsewhere", "--rounds=3")
+    assert code == 2
+    assert "Expected `version` 'run' (the folder of `resume`" in line and "but got 'elsewhere'" in line
+    assert hashes(run_dir.parent) == before
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['MARKER']}",))
+
+
+def test_a_resume_checkpoint_with_pickled_objects_runs_nothing(data_dir, tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "MARKER"
+    monkeypatch.setenv("MARKER", str(marker))
+    path = tmp_path / "last.ckpt"
+    torch.save({"federated": {"round": 1, "settings": _Payload()}, "hyper_parameters": {}}, path)
+    code, line = whole_error(capsys, data_dir, tmp_path / "logs", f"--resume={path}")
+    assert code == 2
+    assert "it holds pickled objects, which lit-meta never loads" in line
+    assert not marker.exists()
+
+
+def test_overwrite_replaces_an_old_run_whole(data_dir, tmp_path):
+    old = tmp_path / "run" / "checkpoints"
+    old.mkdir(parents=True)
+    (old / "round_0005.ckpt").write_bytes(b"an older run's round")
+    federate(data_dir, tmp_path, "--version=run", "--overwrite=true", "--rounds=1")
+    assert sorted(p.name for p in old.iterdir()) == ["last.ckpt", "round_0001.ckpt"]
