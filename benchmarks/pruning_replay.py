@@ -5,8 +5,9 @@ sampler proposes and in what order they report. This script estimates the chance
 without training anything. It reads the validation curves of every trial of one or more unpruned
 studies (``tune_pruning.py``'s ``none2`` journals), then, ``--resamples`` times, draws ``--n_trials``
 of those curves without replacement, in random order, and replays them through the pruner exactly
-as ``lit-meta tune`` builds it (``lit_meta.tuning.study.make_pruner``; values reported at epochs
-done, through ``EpochsDone``, as the tune command's pruning callback does). A trial pruned at its k-th validation
+as ``lit-meta tune`` builds it (``lit_meta.tuning.study.make_pruner``; values reported at the
+validation count 1, 2, 3, ..., as the tune command's pruning callback does, which is the epochs done
+when every epoch validates once, as in those searches). A trial pruned at its k-th validation
 has run k of its epochs. A draw meets the bars when at least 40% of its trials are pruned, it runs at
 most half the epochs of the same trials unpruned, and its best completed trial is within 1 point of
 the best of the same trials unpruned.

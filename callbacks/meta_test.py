@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks._logging import require_meta_learner
 from lit_meta._checks import _check_positive_int
 from lit_meta.evaluation import summarise, ways_and_shots
+from lit_meta.files import atomic_open
 from lit_meta.tasks import Task
 
 
@@ -87,7 +88,7 @@ class MetaTestEvaluation(Callback):
             return
         os.makedirs(log_dir, exist_ok=True)
         path = os.path.join(log_dir, self.filename)
-        with open(path, "w") as f:
+        with atomic_open(path) as f:  # a kill mid-write leaves the previous results whole
             json.dump(results, f, indent=2)
         scale, unit = (100.0, "%") if metric == "accuracy" else (1.0, "")
         source = results["checkpoint"] or "the weights in memory"

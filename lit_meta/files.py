@@ -47,6 +47,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as `open` would create it (mkstemp's file is private)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -57,6 +58,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         if isinstance(err, OSError) and err.filename is None:
             err.filename = path  # a failed write names no file: name the one the user asked for
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread, for a moment)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bool = False, **kwargs: Any) -> None:

@@ -125,10 +125,11 @@ def resume_version(logger: Any, fingerprint: str) -> None:
     """``fit --ckpt_path last``: point a TensorBoard or CSV logger config at the version folder of this
     run, the one whose ``last*.ckpt`` records ``fingerprint``.
 
-    A logger that names its version must hold a checkpoint of this run; otherwise the folder's versions
-    are searched: none of this run -> Lightning starts afresh (as it does without any checkpoint);
-    exactly one -> that version; several -> refused (ambiguous). Checkpoints that record no fingerprint
-    (written before fingerprints) count as this run's only when they are the folder's only ones.
+    A logger that names its version may hold no other run's ``last*.ckpt``; otherwise the folder's
+    versions are searched: none of this run -> Lightning starts afresh in a new version (as it does
+    without any checkpoint); exactly one -> that version; several -> refused (ambiguous). Checkpoints
+    that record no fingerprint (written before fingerprints) count as this run's only when they are
+    the folder's only ones.
 
     Raises:
         ValueError: the named version holds another run's checkpoint, or several versions hold this run's.

@@ -3,9 +3,11 @@
 - :mod:`~lit_meta.tuning.space`: the search space, YAML keyed by ``lit-meta fit`` argument names.
 - :mod:`~lit_meta.tuning.fit_config`: the trial's command line, checked against the fit parser
   before any trial runs, and the best trial's complete config.
-- :mod:`~lit_meta.tuning.storage`: journal file or SQLAlchemy database, with heartbeats and retries.
-- :mod:`~lit_meta.tuning.study`: the worker loop, one ``lit-meta fit`` per trial with Optuna's
-  Lightning pruning callback; the study holds the trial budget.
+- :mod:`~lit_meta.tuning.storage`: journal file or SQLAlchemy database, with heartbeats and retries,
+  and a connection timeout.
+- :mod:`~lit_meta.tuning.pruning`: every validation reported to the pruner at its count.
+- :mod:`~lit_meta.tuning.study`: the worker loop, one ``lit-meta fit`` per trial; the study holds the
+  trial budget; a bug in a trial stops it, an expected failure (out of memory, divergence) does not.
 - :mod:`~lit_meta.tuning.report`: the table of trials and its CSV.
 - :mod:`~lit_meta.tuning.cli`: the command.
 

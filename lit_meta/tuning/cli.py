@@ -11,6 +11,11 @@ before any trial runs. ``--storage`` is a journal file by default (``journal:./s
 or any SQLAlchemy URL; more workers join by running the same command against the same storage,
 here (``--workers K`` starts K local processes, one thread each) or on other hosts. At the end the
 table of trials is printed and written as CSV, and the best trial's complete config as YAML.
+
+Exit status 2 and one line for a mistake, found before any trial where it can be (the search space,
+a storage that refuses or does not answer, an output path that cannot be written) or by the first
+trial (a monitored metric that is never logged); 1 when a trial raised what is no expected failure
+(a bug: its traceback is shown), when a worker of ``--workers`` failed, or when no trial completed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import optuna
@@ -31,9 +37,10 @@ from tqdm import tqdm
 from lit_meta._checks import _check_positive_float, _check_positive_int
 from lit_meta._cli_errors import CommandLineError
 from lit_meta.tuning.fit_config import best_config_yaml, check_space
-from lit_meta.tuning.report import format_table, trial_rows, write_csv
+from lit_meta.tuning.report import check_writable, format_table, trial_rows, write_atomically, write_csv
 from lit_meta.tuning.space import load_space
-from lit_meta.tuning.study import TuneSpec, counted, open_study, work
+from lit_meta.tuning.storage import STORAGE_TIMEOUT
+from lit_meta.tuning.study import TrialError, TuneSpec, counted, open_study, work
 
 PROG = "lit-meta tune"
 # A worker process trains on one thread and leaves the progress to the command that started it.
@@ -59,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", default=None, help="journal:PATH (default journal:./studies/STUDY.log) or an SQLAlchemy URL"
     )
+    p.add_argument(
+        "--storage_timeout",
+        type=int,
+        default=STORAGE_TIMEOUT,
+        help=f"seconds a database storage has to answer a connection (default {STORAGE_TIMEOUT})",
+    )
     p.add_argument("--n_trials", type=int, required=True, help="trials the study ends with, over all workers")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which a worker starts no new trial")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one thread each)")
@@ -76,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--pruner_percentile", type=float, default=25.0, help="the top percentile the percentile pruner keeps"
     )
     p.add_argument(
-        "--pruner_min_epochs", type=int, default=1, help="epochs every trial trains before a pruner may stop it"
+        "--pruner_min_epochs",
+        type=int,
+        default=1,
+        help="validations every trial runs before a pruner may stop it (epochs when each epoch validates once)",
     )
     p.add_argument("--monitor", default="val/acc", help="the validation metric to optimise and prune on")
     p.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
@@ -96,7 +112,7 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
     """The worker spec and the options of a ``lit-meta tune`` command line. Arguments it does not know
     go to every trial's ``lit-meta fit`` (``--trainer.max_steps=500``)."""
     options, fit_overrides = build_parser().parse_known_args(argv)
-    for name in ("n_trials", "workers", "heartbeat", "grace", "pruner_min_epochs"):
+    for name in ("n_trials", "workers", "heartbeat", "grace", "pruner_min_epochs", "storage_timeout"):
         _check_positive_int(name, getattr(options, name))
     _check_positive_int("max_retry", options.max_retry, minimum=0)
     _check_positive_int("pruner_startup", options.pruner_startup, minimum=0)
@@ -127,6 +143,7 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
         heartbeat_interval=options.heartbeat,
         grace_period=options.grace,
         max_retry=options.max_retry,
+        storage_timeout=options.storage_timeout,
         extra_fit_args=WORKER_FIT_ARGS if options.worker is not None else [],
     )
     return spec, options
@@ -165,12 +182,20 @@ def _spawn_workers(argv: list[str], spec: TuneSpec, workers: int) -> None:
         raise WorkerError("; ".join(f"worker {i} exited with status {code}" for i, code in failed))
 
 
+def outputs(spec: TuneSpec, options: argparse.Namespace) -> dict[str, Path]:
+    """The files a search leaves: ``{"table": CSV of trials, "export": best config}``."""
+    return {
+        "table": Path(options.table or f"studies/{spec.study}.csv"),
+        "export": Path(options.export or f"studies/{spec.study}_best.yaml"),
+    }
+
+
 def report(spec: TuneSpec, options: argparse.Namespace) -> optuna.trial.FrozenTrial | None:
     """Print the table of trials, write it as CSV and write the best trial's config; returns the best trial."""
     study = open_study(spec)
     trials = study.get_trials(deepcopy=False)
     rows = trial_rows(trials, [dim.key for dim in spec.space])
-    table = Path(options.table or f"studies/{spec.study}.csv")
+    table, export = outputs(spec, options).values()
     write_csv(rows, table)
     print(format_table(rows))
     kept = counted(trials)
@@ -183,10 +208,8 @@ def report(spec: TuneSpec, options: argparse.Namespace) -> optuna.trial.FrozenTr
     if not complete:
         return None
     best = study.best_trial
-    export = Path(options.export or f"studies/{spec.study}_best.yaml")
-    export.parent.mkdir(parents=True, exist_ok=True)
     header = f"# lit-meta tune: trial {best.number} of study {spec.study!r}, best {spec.monitor} = {best.value:.6g}\n"
-    export.write_text(header + best_config_yaml(spec.fit_args, best.params))
+    write_atomically(export, header + best_config_yaml(spec.fit_args, best.params))
     print(f"best trial {best.number}: {spec.monitor} = {best.value:.4f} with {best.params}; config: {export}")
     return best
 
@@ -201,6 +224,8 @@ def main(argv: list[str]) -> None:
             work(spec, worker=options.worker, held=options.worker_held)
             return
         check_space(spec.trial_args(0, {}), spec.space)
+        for name, path in outputs(spec, options).items():  # now, not after the search
+            check_writable(name, path)
         open_study(spec)  # created once, before any worker asks for it
         if options.workers == 1:
             work(spec)
@@ -216,6 +241,21 @@ def main(argv: list[str]) -> None:
         if report(spec, options) is None:
             sys.stderr.write(f"{PROG}: error: no trial of study {spec.study!r} completed; see the table above.\n")
             sys.exit(1)
+    except TrialError as err:
+        # A bug in what a trial runs: its traceback, and the study stops (exit 1); a mistake of the
+        # config that only a trial shows: one line (exit 2). Never a one-line "mistake" for a bug's
+        # TypeError or ValueError.
+        if os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        if err.mistake:
+            sys.stderr.write(f"{PROG}: error: {str(err.error).strip().splitlines()[0]}\n")
+            sys.exit(2)
+        traceback.print_exception(err.error)
+        sys.stderr.write(
+            f"{PROG}: error: Expected trials that succeed or fail as expected (out of memory, diverged), but {err}; "
+            "the study stops (traceback above).\n"
+        )
+        sys.exit(1)
     except (CommandLineError, ValueError, TypeError, FileNotFoundError, WorkerError) as err:
         # A mistake (found before any trial) exits 2; a worker that broke down, 1.
         if os.environ.get("LIT_META_TRACEBACK"):

@@ -1,14 +1,22 @@
-"""What a finished search leaves: the table of trials (printed and as CSV) and the best config."""
+"""What a finished search leaves: the table of trials (printed and as CSV) and the best config.
+
+Both files are checked before the first trial (:func:`check_writable`), so that a path that cannot be
+written fails in a second, not after the search, and written whole or not at all
+(:func:`write_atomically`): a reader, or a crash mid-write, never sees half a table.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from lit_meta.files import atomic_open
 from lit_meta.tuning.study import retried_numbers
 
 COLUMNS = ("number", "state", "value", "steps", "seconds", "retry_of")
@@ -38,13 +46,50 @@ def trial_rows(trials: Sequence[FrozenTrial], keys: Sequence[str]) -> list[dict[
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+def check_writable(name: str, path: str | Path) -> None:
+    """Create the folder of output ``path`` (of option ``name``) and check that a file can be written there.
+
+    Raises:
+        ValueError: ``path`` is a folder, or its folder cannot be created (a file is in the way) or
+            written (one line, naming the option).
+    """
+    path = Path(path)
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"Expected `{name}` in a folder that can be written, but got {str(path)!r} ({reason}).")
+
+    if path.is_dir():
+        raise refuse("a folder")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in (folder, *folder.parents) if p.exists() and not p.is_dir())
+        raise refuse(f"{str(blocker)!r} is not a folder") from None
+    except OSError as err:
+        raise refuse(f"{folder} cannot be created: {(err.strerror or str(err)).lower()}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise refuse(f"{folder} cannot be written: {(err.strerror or str(err)).lower()}") from None
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole (:func:`lit_meta.files.atomic_open`), its folder created if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+    with atomic_open(path, "w", newline="") as f:
+        f.write(text)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write the ``rows`` of :func:`trial_rows` as CSV, whole (:func:`write_atomically`)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else list(COLUMNS))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue())
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -6,10 +6,19 @@ worker's turn, and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enq
 loses no trial. Optuna's ``RDBStorage`` has heartbeats (:class:`HeartbeatRDBStorage` also fails a
 trial that never beat); its ``JournalStorage`` does not, so :class:`HeartbeatJournalStorage` adds
 them as trial system attributes in the same journal.
+
+A database is opened only once it answered: the first connection is made within ``timeout`` seconds
+(:data:`STORAGE_TIMEOUT` by default, ``--storage_timeout``), bounded by the driver's own connection
+timeout, which also bounds every later connection of the workers (PostgreSQL's libpq waits 2 s at
+least), and by a watchdog for drivers whose timeout stops at the TCP connection. A URL of an unknown
+dialect or of a driver that is not installed, a refused connection or no answer is one
+:class:`StorageError` line, the URL's password masked.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -17,6 +26,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
+import sqlalchemy
+import sqlalchemy.exc
+import sqlalchemy.pool
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface fail_stale_trials checks for
@@ -25,6 +37,27 @@ from optuna.trial import FrozenTrial, TrialState
 
 _HEARTBEAT = "lit_meta:heartbeat"
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+STORAGE_TIMEOUT = 10
+"""Seconds a database has to answer a connection (``--storage_timeout``)."""
+# The argument of each database driver (as SQLAlchemy names it) that bounds establishing a connection,
+# and only that (pg8000's and mysql-connector's timeouts bound every later read too: left out).
+_TIMEOUT_ARGUMENTS = {
+    "psycopg2": "connect_timeout",
+    "psycopg": "connect_timeout",
+    "psycopg2cffi": "connect_timeout",
+    "pymysql": "connect_timeout",
+    "mysqldb": "connect_timeout",
+    "mariadbconnector": "connect_timeout",
+}
+# What the drivers say when the server does not answer in time, or refuses the connection.
+_NO_ANSWER = ("timeout expired", "timed out")
+_REFUSED = "connection refused"
+
+
+class StorageError(ValueError):
+    """A storage that cannot be opened: an unknown dialect or a driver that is not installed, or a
+    database that refuses the connection, does not answer in time or refuses what Optuna asks of it."""
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -110,17 +143,100 @@ def journal_path(storage: str) -> Path | None:
     return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
 
 
+def masked(url: str) -> str:
+    """``url`` with its password as ``***`` (what error messages show)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: mask what looks like `user:password@`
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _driver_error(url: str, reason: str) -> StorageError:
+    return StorageError(
+        "Expected `storage` 'journal:PATH' or an SQLAlchemy URL of an installed database driver, "
+        f"but got {masked(url)!r} ({reason})."
+    )
+
+
+def _driver(url: str) -> str:
+    """The name of ``url``'s database driver, once its dialect and driver module are known to load.
+
+    Raises:
+        StorageError: not an SQLAlchemy URL, no such dialect, or its driver is not installed.
+    """
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as err:
+        raise _driver_error(url, f"not an SQLAlchemy URL: {err}") from None
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise _driver_error(url, f"SQLAlchemy has no dialect {parsed.drivername!r}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        raise _driver_error(url, f"its driver {err.name or dialect.driver!r} is not installed") from None
+    return dialect.driver
+
+
+def _reason(err: BaseException, timeout: int) -> str:
+    """What a database said when connecting (or failing to), in the words of "but got ...": ``no
+    answer within N s``, ``: connection refused``, or ``:`` and the first line of its message."""
+    text = str(getattr(err, "orig", None) or err)
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    first = lines[0].rstrip(".") if lines else type(err).__name__
+    if any(mark in text.lower() for mark in _NO_ANSWER):
+        return f" no answer within {timeout} s"
+    if _REFUSED in text.lower():
+        return f": {_REFUSED}"
+    return f": {first}"
+
+
+def _first_connection(url: str, connect_args: dict, timeout: int) -> None:
+    """Connect to ``url`` once, within ``timeout`` seconds (and one more for the watchdog).
+
+    Raises:
+        StorageError: refused, no answer, or any other error of the connection, in one line.
+    """
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            with engine.connect():
+                pass
+        except Exception as err:  # shown as one line below
+            failure.append(err)
+
+    # A daemon thread: a driver stuck in a read the timeout does not cover is left behind (the
+    # command exits), never waited for.
+    thread = threading.Thread(target=connect, name="lit-meta storage connection", daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if thread.is_alive():
+        raise StorageError(f"Expected a reachable storage at {masked(url)!r}, but got no answer within {timeout} s.")
+    engine.dispose()
+    if failure:
+        raise StorageError(f"Expected a reachable storage at {masked(url)!r}, but got{_reason(failure[0], timeout)}.")
+
+
 def open_storage(
-    url: str, heartbeat_interval: int = 10, grace_period: int = 30, max_retry: int = 3
+    url: str, heartbeat_interval: int = 10, grace_period: int = 30, max_retry: int = 3, timeout: int = STORAGE_TIMEOUT
 ) -> optuna.storages.BaseStorage:
     """The storage of ``url``: ``journal:PATH`` (its folder is created) or an SQLAlchemy URL
-    (``postgresql://user@host:port/db``, ``mysql+pymysql://...``), heartbeats and retries on.
+    (``postgresql+psycopg2://user@host:port/db``, ``mysql+pymysql://...``), heartbeats and retries on.
 
     Args:
         url: where the study lives.
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: seconds without a heartbeat before a running trial is failed and retried.
         max_retry: how often one trial is retried after its worker died.
+        timeout: seconds a database has to answer each connection.
+
+    Raises:
+        ValueError: ``url`` is neither ``journal:PATH`` nor an SQLAlchemy URL.
+        StorageError: a URL of no installed driver, or a database that refuses, does not answer within
+            ``timeout`` seconds or refuses Optuna's tables (one line, the password masked).
     """
     with warnings.catch_warnings():  # experimental since Optuna 2.8, and what Optuna 5 recommends
         warnings.simplefilter("ignore", ExperimentalWarning)
@@ -134,13 +250,23 @@ def open_storage(
     if "://" not in url:
         raise ValueError(
             "Expected `storage` to be 'journal:PATH' or an SQLAlchemy URL such as "
-            f"'postgresql://user@host:5432/db', but got {url!r}."
+            f"'postgresql+psycopg2://user@host:5432/db', but got {url!r}."
         )
-    # pool_pre_ping: a worker that outlives a database restart reconnects instead of failing its trial.
-    return HeartbeatRDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True},
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=retry,
-    )
+    driver = _driver(url)
+    connect_args = {_TIMEOUT_ARGUMENTS[driver]: timeout} if driver in _TIMEOUT_ARGUMENTS else {}
+    _first_connection(url, connect_args, timeout)
+    try:
+        with warnings.catch_warnings():  # `heartbeat_interval`: experimental since Optuna 2.8, as above
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            # pool_pre_ping: a worker that outlives a database restart reconnects instead of failing its trial.
+            return HeartbeatRDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
+    except sqlalchemy.exc.DBAPIError as err:  # reached, but Optuna's tables cannot be created or read
+        raise StorageError(
+            f"Expected a storage at {masked(url)!r} that Optuna can use, but got{_reason(err, timeout)}."
+        ) from None

@@ -1,9 +1,17 @@
 """A worker of ``lit-meta tune``: runs trials of one Optuna study until it holds ``n_trials`` of them.
 
 Each trial is an ordinary ``lit-meta fit`` (:func:`lit_meta.meta_cli.make_cli`) of the configs with the
-sampled values, logged to TensorBoard as ``<save_dir>/<study>/trial_<n>``, with Optuna's Lightning
-pruning callback on the monitored metric (at epochs counted from 1: :class:`EpochsDone`). Its value is
-the best validation value of the run (the one ``ModelCheckpoint`` keeps).
+sampled values, logged to TensorBoard as ``<save_dir>/<study>/trial_<n>``, its every validation of the
+monitored metric reported to the pruner at its count, 1, 2, 3, ...
+(:class:`~lit_meta.tuning.pruning.ValidationPruning`). Its value is the best validation value of the
+run (the one ``ModelCheckpoint`` keeps).
+
+How a trial ends: complete, pruned, or failed as expected (:data:`EXPECTED_TRIAL_FAILURES`: out of
+memory, or diverged: no finite validation value), and the study goes on; a worker killed mid-trial
+is failed and retried by heartbeats (:mod:`~lit_meta.tuning.storage`). Anything else a trial raises
+is a bug in the code it runs, or a mistake in the config that only a run shows (a monitored metric
+that is never logged): the trial is failed and the worker stops with :class:`TrialError` (the command
+shows it and exits), rather than spending the study's budget on trials that all fail alike.
 
 How many trials: the study, not each worker, holds the budget. Before each trial a worker counts the
 study's trials (every state; a trial failed because its worker died and retried since counts once)
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import math
 import tempfile
 import time
@@ -28,20 +37,59 @@ from typing import Any, Literal
 
 import numpy as np
 import optuna
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 
+from lit_meta._cli_errors import CommandLineError, raised_while_configuring
 from lit_meta.meta_cli import make_cli
 from lit_meta.tuning.fit_config import overrides
+from lit_meta.tuning.pruning import ValidationPruning
 from lit_meta.tuning.space import Dimension
-from lit_meta.tuning.storage import journal_path, open_storage
+from lit_meta.tuning.storage import STORAGE_TIMEOUT, journal_path, open_storage
 
 Sampler = Literal["tpe", "random", "qmc", "gp"]
 Pruner = Literal["median", "percentile", "asha", "hyperband", "none"]
 Direction = Literal["maximize", "minimize"]
+
+
+class TrialDiverged(ValueError):
+    """A trial whose every validation value was NaN or infinite, or whose gradients were (Lightning's
+    ``detect_anomaly``): a failed trial, as expected of some sampled values."""
+
+
+class TrialConfigError(ValueError):
+    """A trial that shows a mistake of the config: the monitored metric is never logged, or no
+    validation runs. Every trial would fail alike: the study stops (one line, exit status 2)."""
+
+
+# A trial that raises one of these is a failed trial and the study goes on: out of memory (of any
+# device: `torch.cuda.OutOfMemoryError` is `torch.OutOfMemoryError` since torch 2.5; of the host:
+# `MemoryError`), or diverged (no finite validation value, or non-finite gradients under
+# `detect_anomaly`). A worker killed mid-trial is failed and retried by heartbeats. Anything else stops
+# the study: see `TrialError`.
+EXPECTED_TRIAL_FAILURES: tuple[type[Exception], ...] = (torch.cuda.OutOfMemoryError, MemoryError, TrialDiverged)
+
+
+class TrialError(RuntimeError):
+    """What stops a worker: trial ``number`` raised ``error``, which is no expected failure (a bug in the
+    code a trial runs, or a mistake of the config). Optuna has failed the trial.
+
+    Attributes:
+        number: the trial's number.
+        error: what it raised (also the ``__cause__``).
+        mistake: whether ``error`` is a mistake of the config (:class:`TrialConfigError`, a
+            ``CommandLineError``, or raised by a datamodule's or module's ``setup``), to be shown as
+            one line, rather than a bug to be shown with its traceback.
+    """
+
+    def __init__(self, number: int, error: BaseException) -> None:
+        self.number, self.error = number, error
+        self.mistake = isinstance(error, (TrialConfigError, CommandLineError)) or raised_while_configuring(error)
+        lines = str(error).strip().splitlines()
+        super().__init__(f"trial {number} raised {type(error).__name__}: {lines[0] if lines else '(no message)'}")
 
 
 @dataclass
@@ -61,13 +109,14 @@ class TuneSpec:
             pruner, or none.
         pruner_startup: trials the median or percentile pruner completes before it prunes.
         pruner_percentile: the percentile pruner keeps the trials in this top percentile at each validation.
-        pruner_min_epochs: epochs every trial trains before a pruner may stop it (the first rung of
-            ``"asha"`` and ``"hyperband"``).
+        pruner_min_epochs: validations every trial runs before a pruner may stop it (the first rung of
+            ``"asha"`` and ``"hyperband"``); epochs when every epoch validates once.
         seed: the sampler's seed (see :func:`open_study`).
         timeout: seconds after which a worker starts no new trial (``None``: no limit).
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: seconds without a heartbeat before a trial counts as dead and is retried.
         max_retry: retries of one trial whose worker died.
+        storage_timeout: seconds a database storage has to answer a connection.
         extra_fit_args: ``lit-meta fit`` arguments a worker adds (``--num_threads=1`` under ``--workers``).
     """
 
@@ -88,6 +137,7 @@ class TuneSpec:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
+    storage_timeout: int = STORAGE_TIMEOUT
     extra_fit_args: list[str] = field(default_factory=list)
 
     def trial_args(self, number: int, params: dict[str, Any]) -> list[str]:
@@ -116,12 +166,14 @@ def make_sampler(name: Sampler, seed: int) -> optuna.samplers.BaseSampler:
 def make_pruner(name: Pruner, startup: int, percentile: float = 25.0, min_epochs: int = 1) -> optuna.pruners.BasePruner:
     """Optuna's pruner ``name``; ``startup``: trials the median/percentile pruner lets finish first;
     ``percentile``: the share of trials the percentile pruner keeps at each validation (top 25%);
-    ``min_epochs``: the epochs every trial trains before it may be stopped.
+    ``min_epochs``: the validations every trial runs before it may be stopped (its steps are
+    validations, counted from 1: :class:`~lit_meta.tuning.pruning.ValidationPruning`; epochs when every
+    epoch validates once).
 
     The median and percentile pruners compare a trial with the *completed* trials only, so the first
     few that complete set every threshold. Successive halving (Li et al., MLSys 2020: ASHA) compares
     it with every trial that reached the same rung, pruned ones included, and keeps the top third:
-    rungs after ``min_epochs`` epochs, 3 times as many, 9 times (:class:`EpochsDone` counts from 1).
+    rungs after ``min_epochs`` validations, 3 times as many, 9 times.
     """
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=min_epochs)
@@ -146,7 +198,9 @@ def open_study(spec: TuneSpec, worker: int = 0, held: int | None = None) -> optu
     sampler is the exception: the study keeps its place in one sequence, which every worker must
     scramble alike, so all of them take ``spec.seed``.
     """
-    storage = open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry)
+    storage = open_storage(
+        spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry, timeout=spec.storage_timeout
+    )
     sampler = make_sampler(spec.sampler, spec.seed)
     pruner = make_pruner(spec.pruner, spec.pruner_startup, spec.pruner_percentile, spec.pruner_min_epochs)
     try:
@@ -208,10 +262,12 @@ class _HostLock:
 
 
 class EpochsDone:
-    """A trial as Optuna's Lightning pruning callback sees it: a value reported at epoch ``e`` (0-based,
-    the callback's step) is stored at step ``e + 1``, the epochs done. Optuna's rung-based pruners start
-    at step ``min_resource >= 1``; counted from 0 their first rung would be the second validation.
-    Everything else is the trial's own.
+    """A trial whose values are reported at 0-based epochs ``e`` and stored at step ``e + 1``, the epochs
+    done: a recorded per-epoch curve replayed as the tune command reports it (``benchmarks/
+    pruning_replay.py``), since with one validation per epoch the ``k``-th validation is the ``k``-th
+    epoch (:class:`~lit_meta.tuning.pruning.ValidationPruning` reports by validation count). Optuna's
+    rung-based pruners start at step ``min_resource >= 1``; counted from 0 their first rung would be the
+    second validation. Everything else is the trial's own.
     """
 
     def __init__(self, trial: optuna.Trial) -> None:
@@ -237,7 +293,9 @@ class TrialProgress(Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
-            raise ValueError(f"Expected the monitored `{self.monitor}` among the logged metrics, but got {logged}.")
+            raise TrialConfigError(
+                f"Expected the monitored `{self.monitor}` among the logged metrics, but got {logged}."
+            )
         self.values.append(float(value))
         self.trial.set_user_attr("steps", trainer.global_step)
 
@@ -250,41 +308,85 @@ def best_value(values: Sequence[float], direction: str, monitor: str) -> float:
     NaN is never the best; Python's ``max`` would return it or not depending on where it stands).
 
     Raises:
-        ValueError: no validation ran, or none gave a finite value.
+        TrialConfigError: no validation ran (the config never validates).
+        TrialDiverged: none gave a finite value.
     """
     if not values:
-        raise ValueError(f"Expected at least one validation of `{monitor}`, but the trial ran none.")
+        raise TrialConfigError(f"Expected at least one validation of `{monitor}`, but the trial ran none.")
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
-        raise ValueError(f"Expected a finite `{monitor}` in some validation, but got {list(values)}.")
+        raise TrialDiverged(f"Expected a finite `{monitor}` in some validation, but got {list(values)}.")
     return max(finite) if direction == "maximize" else min(finite)
 
 
+# What autograd's anomaly detection (`Trainer(detect_anomaly=True)`) says of a NaN gradient.
+_ANOMALY = "returned nan values"
+
+
 def objective(spec: TuneSpec, lock: _HostLock | None = None):
-    """The function Optuna optimises: one ``lit-meta fit`` per trial, its best validation value."""
+    """The function Optuna optimises: one ``lit-meta fit`` per trial, its best validation value.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped the trial.
+        TrialDiverged: or another of :data:`EXPECTED_TRIAL_FAILURES`: a failed trial.
+        TrialError: anything else the trial raised (a bug, a mistake of the config), as its cause.
+    """
 
     def run(trial: optuna.Trial) -> float:
         if lock is not None:
             lock.release()  # the trial exists: other workers of this host may count and create now
         params = {dim.key: dim.suggest(trial) for dim in spec.space}
         progress = TrialProgress(trial, spec.monitor)
-        pruning = PyTorchLightningPruningCallback(EpochsDone(trial), monitor=spec.monitor)
-        with warnings.catch_warnings():  # LightningCLI warns when `args` are given from within a command
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            make_cli(["fit", *spec.trial_args(trial.number, params)], callbacks=[progress, pruning])
-        return best_value(progress.values, spec.direction, spec.monitor)
+        pruning = ValidationPruning(trial, spec.monitor)
+        try:
+            with warnings.catch_warnings():  # LightningCLI warns when `args` are given from within a command
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+                make_cli(["fit", *spec.trial_args(trial.number, params)], callbacks=[progress, pruning])
+            return best_value(progress.values, spec.direction, spec.monitor)
+        except (optuna.TrialPruned, *EXPECTED_TRIAL_FAILURES):
+            raise
+        except RuntimeError as err:
+            if _ANOMALY in str(err):
+                raise TrialDiverged(f"Expected finite gradients, but got: {str(err).splitlines()[0]}") from err
+            raise TrialError(trial.number, err) from err
+        except Exception as err:
+            raise TrialError(trial.number, err) from err
 
     return run
+
+
+class _ShownElsewhere(logging.Filter):
+    """Optuna logs a failed trial's error with its traceback: the command shows a :class:`TrialError`'s
+    itself, and a divergence needs none; their warning stays, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], (TrialError, TrialDiverged)):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def work(spec: TuneSpec, worker: int = 0, held: int | None = None) -> None:
     """Run trials of ``spec``'s study until it holds ``spec.n_trials`` (or ``spec.timeout`` passes);
     ``worker``: this worker's index among those ``--workers`` started, ``held``: the trials the study
-    held when they were started (with ``worker``, its sampler's seed: see :func:`open_study`)."""
+    held when they were started (with ``worker``, its sampler's seed: see :func:`open_study`).
+
+    Raises:
+        TrialError: a trial raised what is no expected failure; it is failed and this worker stops.
+    """
     study = open_study(spec, worker, held)
     lock = _HostLock(spec)
     started = time.monotonic()
     func = objective(spec, lock)
+    log = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    shown_elsewhere = _ShownElsewhere()
+    log.addFilter(shown_elsewhere)
+    try:
+        _work(spec, study, lock, func, started)
+    finally:
+        log.removeFilter(shown_elsewhere)
+
+
+def _work(spec: TuneSpec, study: optuna.Study, lock: _HostLock, func: Any, started: float) -> None:
     while spec.timeout is None or time.monotonic() - started < spec.timeout:
         lock.acquire()
         try:
@@ -300,6 +402,6 @@ def work(spec: TuneSpec, worker: int = 0, held: int | None = None) -> None:
                 time.sleep(min(spec.heartbeat_interval, 2))  # a trial running elsewhere may die and come back
                 continue
             # The lock is released by the objective once Optuna has created the trial.
-            study.optimize(func, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            study.optimize(func, n_trials=1, catch=EXPECTED_TRIAL_FAILURES, gc_after_trial=True)
         finally:
             lock.release()

@@ -1,4 +1,5 @@
-"""Running ``lit-meta tune`` from tests: the command line of the tiny search, and its subprocess."""
+"""Running ``lit-meta tune`` from tests: the command line of the tiny search, its subprocess, and tiny
+learners whose trials break (a bug in the learner's code, a loss that diverges)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+from torch import Tensor
+
+from lit_meta.algorithms import MAML
 from tests.helpers import ROOT
+
+
+class BuggyMAML(MAML):
+    """MAML whose training step has a bug: a ``TypeError`` (the kind a config mistake raises too)."""
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        raise TypeError("boom: a bug in the learner's training step")
+
+
+class DivergingMAML(MAML):
+    """MAML whose every loss is NaN, as a learning rate far too large leaves it."""
+
+    def task_losses(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        return super().task_losses(predictions, targets) * float("nan")
 
 
 def tune_command(config: Path, space: Path, study: str, *more: str) -> list[str]:

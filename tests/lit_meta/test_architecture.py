@@ -108,7 +108,7 @@ def test_plotting_has_no_lightning_imports():
 
 
 # Optional subsystems: their package and the third-party libraries only they may import.
-OPTIONAL = {"federated": ("flwr", "ray"), "tuning": ("optuna", "optuna_integration")}
+OPTIONAL = {"federated": ("flwr", "ray"), "tuning": ("optuna",)}
 # `lit-meta federate` and `lit-meta tune` dispatch to their CLI from inside a function, only for that subcommand.
 LAZY = {
     "lit_meta.cli": {
