@@ -109,6 +109,17 @@ def resolve_class(class_path: Any, trusted: Iterable[str] = (), where: str = "th
     return found
 
 
+def config_class_paths(config: Any) -> list[str]:
+    """Every ``class_path`` (or ``_class_path``) a user's own config names, at any depth: classes the
+    user chose, which a checkpoint may name too."""
+    if isinstance(config, dict):
+        found = [v for k, v in config.items() if k in _CLASS_KEYS and isinstance(v, str)]
+        return found + [p for v in config.values() for p in config_class_paths(v)]
+    if isinstance(config, (list, tuple)):
+        return [p for v in config for p in config_class_paths(v)]
+    return []
+
+
 def class_paths(hparams: Any) -> Iterator[tuple[str, Any]]:
     """Every ``(key, value)`` of ``hparams`` (at any depth) that names something to import: ``class_path``,
     ``_class_path``, ``_instantiator``, and any string that is a dotted path into an installed module

@@ -19,7 +19,7 @@ from lit_meta._checks import _check_positive_int
 from lit_meta._cli_errors import CommandLineError, parser_message, root_cause
 from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.checkpoints import read_checkpoint, trusted_modules
+from lit_meta.checkpoints import config_class_paths, read_checkpoint, trusted_modules
 from lit_meta.files import check_writable_folder
 from lit_meta.runs import AtomicCheckpointIO, RunIdentity, check_new_run, resume_version, run_fingerprint
 
@@ -62,7 +62,7 @@ class MetaCLI(LightningCLI):
                 _as_dict(config.get("model")), _as_dict(config.get("data")), config.get("seed_everything")
             )
         if ckpt_path and Path(ckpt_path).is_file():
-            trusted = [*trusted_modules(config.get("trust") or ()), *_class_paths(_as_dict(config))]
+            trusted = [*trusted_modules(config.get("trust") or ()), *config_class_paths(_as_dict(config))]
             try:
                 written = read_checkpoint(ckpt_path, "`--ckpt_path`", trusted).get("hyper_parameters", {})
             except (ValueError, FileNotFoundError) as err:
@@ -173,16 +173,6 @@ def _check_log_folder(logger: Any) -> None:
 
 def _as_dict(value: Any) -> Any:
     return value.as_dict() if hasattr(value, "as_dict") else value
-
-
-def _class_paths(config: Any) -> list[str]:
-    """Every ``class_path`` the user's own config names (its classes are theirs to trust)."""
-    if isinstance(config, dict):
-        found = [config["class_path"]] if isinstance(config.get("class_path"), str) else []
-        return found + [p for v in config.values() for p in _class_paths(v)]
-    if isinstance(config, (list, tuple)):
-        return [p for v in config for p in _class_paths(v)]
-    return []
 
 
 def _all_actions(parser: Any) -> list[Any]:

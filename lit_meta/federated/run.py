@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.checkpoints import read_checkpoint, trusted_modules
+from lit_meta.checkpoints import config_class_paths, read_checkpoint, trusted_modules
 from lit_meta.federated.client import MetaClient, client_app
 from lit_meta.federated.data import FederatedData
 from lit_meta.federated.grid import InProcessGrid
@@ -216,7 +216,9 @@ def resume_from(
         ValueError: not a federated checkpoint, one of another learner class, or one of a run with
             other settings (strategy, clients, local steps, seed, transfer dtype or personal weights).
     """
-    checkpoint = read_checkpoint(path, "a federated round checkpoint", trusted_modules())
+    # The classes this run's own config names (its learner's hyper-parameters) are the user's choice.
+    trusted = [*trusted_modules(), *config_class_paths(dict(learner.hparams))]
+    checkpoint = read_checkpoint(path, "a federated round checkpoint", trusted)
     if "federated" not in checkpoint:
         raise ValueError(f"Expected a checkpoint written by `lit-meta federate` in {path!r}, but got another file.")
     saved = checkpoint.get("hyper_parameters", {}).get("_class_path")

@@ -175,3 +175,16 @@ def test_the_allow_list_checks_prefixes_by_module_not_by_text():
         resolve_class("torch.nn.functional.relu")
     with pytest.raises(ValueError, match=r"Expected a class path 'package.module.Name'.*but got 'os.system; ls'"):
         resolve_class("os.system; ls")
+
+
+def test_a_class_the_users_own_config_names_is_trusted_in_that_command(tmp_path, capsys):
+    def users_backbone(h):
+        h["backbone"]["class_path"] = f"{__name__}.UsersBackbone"
+
+    path = tampered(tmp_path, "users", users_backbone)
+    logs = f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}"
+    code, line = one_line_exit(capsys, ["test", *MODEL, logs, f"--ckpt_path={path}"])
+    assert code == 2 and f"but got '{__name__}.UsersBackbone', which was not imported" in line
+    named = [a.replace("lit_meta.models.MLP", f"{__name__}.UsersBackbone") for a in MODEL]
+    main(["test", *named, logs, f"--ckpt_path={path}"])  # the config names it: the user's choice
+    main(["test", *MODEL, logs, f"--ckpt_path={path}", "--trust=[tests.lit_meta]"])
