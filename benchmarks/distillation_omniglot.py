@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from datamodules import OmniglotDataModule
 from lit_meta.algorithms import MetaDistillation, MetaLearner
-from lit_meta.checkpoints import load_learner
+from lit_meta.algorithms.checkpoints import load_learner
 from lit_meta.evaluation import evaluation_mode
 from lit_meta.functional import mean_ci95, task_accuracies
 from lit_meta.tasks import Task

@@ -1,6 +1,6 @@
 """Personalised accuracy of the unseen test clients against rounds, from ``federated_result.json`` files.
 
-    python benchmarks/federated_figure.py --output docs/federated_accuracy.png \\
+    python benchmarks/federated_figure.py --output docs/images/federated_accuracy.png \\
         "FedMeta ProtoNets=lightning_logs/protonet/federated_result.json" \\
         "centralised ProtoNets=lightning_logs/protonet_centralised/federated_result.json"
 

@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from datamodules import OmniglotDataModule
-from lit_meta.checkpoints import load_learner
+from lit_meta.algorithms.checkpoints import load_learner
 from lit_meta.evaluation import adaptation_curve
 from lit_meta.functional import mean_ci95
 

@@ -12,9 +12,9 @@ from torch import Tensor
 
 from callbacks._logging import add_figure, require_meta_learner, tensorboard_loggers
 from callbacks.plotting import plot_adaptation_curves
-from lit_meta._checks import _check_positive_int
 from lit_meta.evaluation import adaptation_curves, outside_inference_mode
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_int
 
 
 class AdaptationCurve(Callback):
@@ -58,10 +58,10 @@ class AdaptationCurve(Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, num_tasks: int = 32, max_steps: int | None = None) -> None:
-        _check_positive_int("every_n_epochs", every_n_epochs)
-        _check_positive_int("num_tasks", num_tasks)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("num_tasks", num_tasks)
         if max_steps is not None:
-            _check_positive_int("max_steps", max_steps, minimum=0)
+            check_positive_int("max_steps", max_steps, minimum=0)
         self.every_n_epochs = every_n_epochs
         self.num_tasks = num_tasks
         self.max_steps = max_steps

@@ -10,10 +10,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from callbacks._logging import add_figure, require_meta_learner, tensorboard_loggers
 from callbacks.plotting import plot_episode_predictions
-from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.evaluation import evaluation_mode, outside_inference_mode
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_int, check_type
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,8 +42,8 @@ def plot_episode(learner: MetaLearner, task: Task, max_images: int = 25) -> Figu
     Returns:
         A :class:`matplotlib.figure.Figure` (not registered with ``pyplot``; nothing to close).
     """
-    _check_type("learner", learner, MetaLearner)
-    _check_positive_int("max_images", max_images)
+    check_type("learner", learner, MetaLearner)
+    check_positive_int("max_images", max_images)
     steps = learner.eval_inner_steps
     first = outside_inference_mode(Task(*(t[:1] for t in task)))
     with torch.inference_mode(False), evaluation_mode(learner):
@@ -68,8 +68,8 @@ class EpisodeGrid(Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, max_images: int = 25) -> None:
-        _check_positive_int("every_n_epochs", every_n_epochs)
-        _check_positive_int("max_images", max_images)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("max_images", max_images)
         self.every_n_epochs = every_n_epochs
         self.max_images = max_images
         self._validations = 0

@@ -10,10 +10,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks._logging import require_meta_learner
-from lit_meta._checks import _check_positive_int
 from lit_meta.evaluation import summarise, ways_and_shots
 from lit_meta.files import atomic_open
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_int
 
 
 class MetaTestEvaluation(Callback):
@@ -44,7 +44,7 @@ class MetaTestEvaluation(Callback):
 
     def __init__(self, max_steps: int | None = None, filename: str = "meta_test.json") -> None:
         if max_steps is not None:
-            _check_positive_int("max_steps", max_steps, minimum=0)
+            check_positive_int("max_steps", max_steps, minimum=0)
         self.max_steps = max_steps
         self.filename = filename
         self.results: dict[str, Any] | None = None

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lit_meta._checks import _check_one_of
 from lit_meta.functional import mean_ci95, task_accuracies
 from lit_meta.tasks import Task
+from lit_meta.validation import check_one_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -58,7 +58,7 @@ def plot_adaptation_curves(history: Sequence[tuple[int, Tensor]], metric_name: s
     Raises:
         ValueError: if ``history`` is empty or ``metric_name`` is unknown.
     """
-    _check_one_of("metric_name", metric_name, tuple(METRIC_LABELS))
+    check_one_of("metric_name", metric_name, tuple(METRIC_LABELS))
     if len(history) == 0:
         raise ValueError("Expected at least 1 curve in `history`, but got 0.")
     figure = _new_figure(figsize=(6.0, 4.0), dpi=100, layout="constrained")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_meta._checks import _check_positive_float
+from lit_meta.validation import check_positive_float
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class AffineWarp:
 
     def __post_init__(self) -> None:
         for name in ("degrees", "translate", "scale", "shear"):
-            _check_positive_float(name, getattr(self, name), allow_zero=True)
+            check_positive_float(name, getattr(self, name), allow_zero=True)
         if self.scale >= 1:
             raise ValueError(f"Expected `scale` < 1, but got {self.scale}.")
         if self.shear >= 90:

@@ -29,14 +29,15 @@ class CIFARFSDataModule(Learn2LearnDataModule):
     MetaOptNet (Lee et al., 2019).
 
     Args:
-        data_dir: folder holding (or receiving) the ``cifarfs`` folder (default ``data/cifar-fs``).
+        data_dir: folder holding (or receiving) the ``cifarfs`` folder (default ``$LIT_META_DATA/cifar-fs``,
+            see :mod:`lit_meta.paths`).
         download: let learn2learn fetch the data if ``<data_dir>/cifarfs`` is missing.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "CIFAR-FS", "CIFARFS", 32, CIFAR_MEAN, CIFAR_STD
-    DEFAULT_DIR = "data/cifar-fs"
+    DATA_NAME = "cifar-fs"
 
     def split_digests(self, dataset: Dataset) -> None:
         # Decoded lazily (hashing every image would decode the whole benchmark at set-up); the

@@ -34,12 +34,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from datamodules.augmentation import AffineWarp
 from lit_meta import Task, split_support_query
-from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.images import ImagePreprocessing
 from lit_meta.seeding import key_seed
+from lit_meta.validation import check_positive_int, check_type
 
 SPLITS = ("train", "val", "test")
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+#: Each split's number in the keys of its tasks (evaluation tasks are keyed by (eval seed, split, index)).
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 TaskKey = tuple[int, ...]
 # Appended to a training task's key for the seeds of its augmentation and of its group.
@@ -351,16 +352,16 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
             "val_tasks",
             "test_tasks",
         ):
-            _check_positive_int(name, locals()[name])
+            check_positive_int(name, locals()[name])
         for name in ("eval_ways", "eval_shots", "eval_queries"):
             if locals()[name] is not None:
-                _check_positive_int(name, locals()[name])
-        _check_positive_int("num_workers", num_workers, minimum=0)
-        _check_type("seed", seed, int)
-        _check_type("eval_seed", eval_seed, int)
-        _check_type("global_labels", global_labels, bool)
+                check_positive_int(name, locals()[name])
+        check_positive_int("num_workers", num_workers, minimum=0)
+        check_type("seed", seed, int)
+        check_type("eval_seed", eval_seed, int)
+        check_type("global_labels", global_labels, bool)
         if train_warp is not None:
-            _check_type("train_warp", train_warp, AffineWarp)
+            check_type("train_warp", train_warp, AffineWarp)
         self.train_warp = train_warp
         self.ways, self.shots, self.queries = ways, shots, queries
         self.eval_ways = ways if eval_ways is None else eval_ways
@@ -407,7 +408,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
                 self._episodes[split] = self._build_episodes(split)
 
     def _build_episodes(self, split: str) -> _Episodes | _GroupedEpisodes:
-        dataset, labels, class_names = self._split(split)
+        dataset, labels, class_names = self.split_data(split)
         ways, shots, queries = self.task_shape(split)
         sizes = {class_names[label]: len(indices) for label, indices in labels_to_indices(labels).items()}
         check_split(split, sizes, ways, shots + queries)
@@ -426,7 +427,9 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
             return _GroupedEpisodes(dataset, labels, groups, fixed_set=not train, **shape, **options)
         return _Episodes(dataset, labels, ways, shots, queries, **options)
 
-    def _split(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
+    def split_data(self, split: str) -> tuple[Dataset, Sequence[int], Sequence[str]]:
+        """Split ``split``'s ``(dataset, labels, class names)``, built once by :meth:`build_split` and kept:
+        what episodes are drawn from (a federated partition, ``datamodules.federated``, shares it out)."""
         if split not in self._splits:
             self._splits[split] = self.build_split(split)
         return self._splits[split]
@@ -439,7 +442,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
     def _training_digests(self) -> dict[bytes, str] | None:
         """``{digest: class name}`` of every training image, computed once (``None``: guard skipped)."""
         if self._train_digests is None:
-            dataset, labels, class_names = self._split("train")
+            dataset, labels, class_names = self.split_data("train")
             digests = self.split_digests(dataset)
             if digests is None:
                 return None
@@ -495,7 +498,7 @@ class EpisodicDataModule(ResumableEpisodes, LightningDataModule, ABC):
         return [key for batch in self._eval_batches(split) for key in batch]
 
     def _eval_batches(self, split: str) -> list[tuple[TaskKey, ...]]:
-        keys = [(self.eval_seed, _SPLIT_IDS[split], i) for i in range(self.num_tasks[split])]
+        keys = [(self.eval_seed, SPLIT_IDS[split], i) for i in range(self.num_tasks[split])]
         return rank_share_batches(keys, self.meta_batch_size, *self._rank_and_world())
 
     def _eval_loader(self, split: str) -> DataLoader:

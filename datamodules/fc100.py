@@ -30,14 +30,15 @@ class FC100DataModule(Learn2LearnDataModule):
     normalised with the CIFAR-100 statistics of MetaOptNet.
 
     Args:
-        data_dir: folder holding (or receiving) the pickles (default ``data/fc100``).
+        data_dir: folder holding (or receiving) the pickles (default ``$LIT_META_DATA/fc100``, see
+            :mod:`lit_meta.paths`).
         download: let learn2learn fetch the pickles if ``FC100_train.pickle`` is missing.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "FC100", "FC100", 32, CIFAR_MEAN, CIFAR_STD
-    DEFAULT_DIR = "data/fc100"
+    DATA_NAME = "fc100"
 
     def _files(self, mode: str) -> list[str]:
         short = "val" if mode == "validation" else mode

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.episodic import (
-    _SPLIT_IDS,
+    SPLIT_IDS,
     EpisodicDataModule,
     TaskKey,
     batches_done,
@@ -41,9 +41,9 @@ from datamodules.episodic import (
     labels_to_indices,
     rank_share_batches,
 )
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.federated.data import FederatedData
 from lit_meta.images import ImagePreprocessing
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
 
 Role = Literal["train", "test"]
 
@@ -182,7 +182,7 @@ class ClientEpisodes(EpisodicDataModule):
         ]
 
     def _eval_batches(self, split: str) -> list[tuple[TaskKey, ...]]:
-        keys = [(self.eval_seed, _SPLIT_IDS[split], self.client, i) for i in range(self.num_tasks[split])]
+        keys = [(self.eval_seed, SPLIT_IDS[split], self.client, i) for i in range(self.num_tasks[split])]
         return rank_share_batches(keys, self.meta_batch_size, *self._rank_and_world())
 
 
@@ -213,16 +213,16 @@ class ClientPartition(FederatedData):
         alpha: float = 0.5,
         seed: int = 0,
     ) -> None:
-        _check_type("data", data, EpisodicDataModule)
-        _check_one_of("scheme", scheme, ("groups", "pooled", "dirichlet"))
+        check_type("data", data, EpisodicDataModule)
+        check_one_of("scheme", scheme, ("groups", "pooled", "dirichlet"))
         for name, value in (
             ("splits_per_group", splits_per_group),
             ("train_clients", train_clients),
             ("test_clients", test_clients),
         ):
-            _check_positive_int(name, value)
-        _check_positive_float("alpha", alpha)
-        _check_type("seed", seed, int)
+            check_positive_int(name, value)
+        check_positive_float("alpha", alpha)
+        check_type("seed", seed, int)
         self.data, self.scheme, self.splits_per_group = data, scheme, splits_per_group
         self.train_clients, self.test_clients, self.alpha, self.seed = train_clients, test_clients, alpha, seed
         self._shares: list[ClientShare] | None = None
@@ -246,9 +246,9 @@ class ClientPartition(FederatedData):
 
     def _cut(self, split: str, clients: int, splits_per_group: int) -> list[ClientShare]:
         role: Role = "train" if split == "train" else "test"
-        _, labels, class_names = self.data._split(split)
+        _, labels, class_names = self.data.split_data(split)
         if self.scheme == "dirichlet":
-            seed = self.seed + _SPLIT_IDS[split]
+            seed = self.seed + SPLIT_IDS[split]
             return [
                 ClientShare(f"{role} client {c}", role, part)
                 for c, part in enumerate(dirichlet_split(labels, clients, self.alpha, seed))
@@ -270,7 +270,7 @@ class ClientPartition(FederatedData):
             split = "train" if share.role == "train" else "test"
             ways, shots, queries = self.data.task_shape(split)
             keep = self.data.global_labels and split == "train"  # a supervised head over every training class
-            dataset, labels, class_names = _relabel(self.data._split(split), share.indices, shots + queries, keep)
+            dataset, labels, class_names = _relabel(self.data.split_data(split), share.indices, shots + queries, keep)
             sizes = {class_names[label]: len(members) for label, members in labels_to_indices(labels).items()}
             check_split(f"{split} of client {partition_id} ({share.name})", sizes, ways, shots + queries)
             self._splits[partition_id] = dataset, labels, class_names

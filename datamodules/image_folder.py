@@ -12,8 +12,8 @@ from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
 from datamodules.images import ImageClasses
-from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
 from lit_meta.images import ImagePreprocessing, decode_image, list_classes
+from lit_meta.validation import check_one_of, check_positive_int, check_type
 
 
 def split_classes(
@@ -90,10 +90,10 @@ class ImageFolderDataModule(EpisodicDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_type("root", root, (str, os.PathLike))
-        _check_one_of("channels", channels, (1, 3))
-        _check_positive_int("image_size", image_size)
-        _check_type("split_seed", split_seed, int)
+        check_type("root", root, (str, os.PathLike))
+        check_one_of("channels", channels, (1, 3))
+        check_positive_int("image_size", image_size)
+        check_type("split_seed", split_seed, int)
         for name, value in (("mean", mean), ("std", std)):
             if value is not None and len(value) not in (1, channels):
                 raise ValueError(f"Expected `{name}` of 1 or {channels} values, but got {len(value)}.")

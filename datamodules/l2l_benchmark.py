@@ -46,8 +46,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from datamodules.episodic import SPLITS, EpisodicDataModule
-from lit_meta._checks import _check_type
+from lit_meta import paths
 from lit_meta.images import ImagePreprocessing
+from lit_meta.validation import check_type
 
 # learn2learn's name of each split.
 L2L_MODES = {"train": "train", "val": "validation", "test": "test"}
@@ -110,8 +111,9 @@ class Learn2LearnDataModule(EpisodicDataModule):
     A subclass sets the class attributes and implements :meth:`_files`, :meth:`_open` and :meth:`_wrap`.
 
     Args:
-        data_dir: folder holding (or receiving) the benchmark's files; ``None``: ``DEFAULT_DIR``
-            (``data/<benchmark>``).
+        data_dir: folder holding (or receiving) the benchmark's files; ``None``:
+            ``lit_meta.paths.data_dir(DATA_NAME)`` (``$LIT_META_DATA/<benchmark>``, else
+            ``~/.cache/lit-meta/<benchmark>``).
         download: let learn2learn fetch missing files.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
@@ -119,7 +121,7 @@ class Learn2LearnDataModule(EpisodicDataModule):
 
     NAME: str  # the benchmark, for messages
     L2L_CLASS: str  # the learn2learn class, in ``learn2learn.vision.datasets``
-    DEFAULT_DIR: str  # data_dir when none is given
+    DATA_NAME: str  # the folder in the user data folder (lit_meta.paths) when no data_dir is given
     IMAGE_SIZE: int
     MEAN: tuple[float, float, float]
     STD: tuple[float, float, float]
@@ -127,10 +129,10 @@ class Learn2LearnDataModule(EpisodicDataModule):
     def __init__(self, data_dir: str | None = None, download: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if data_dir is not None:
-            _check_type("data_dir", data_dir, (str, os.PathLike))
-        _check_type("download", download, bool)
+            check_type("data_dir", data_dir, (str, os.PathLike))
+        check_type("download", download, bool)
         self.save_hyperparameters()
-        self.data_dir = self.DEFAULT_DIR if data_dir is None else os.fspath(data_dir)
+        self.data_dir = paths.data_dir(self.DATA_NAME) if data_dir is None else os.fspath(data_dir)
         self.download = download
 
     def _files(self, mode: str) -> list[str]:

@@ -28,14 +28,15 @@ class MiniImageNetDataModule(Learn2LearnDataModule):
     2.5 GB for all three splits) and normalised with the MetaOptNet statistics (Lee et al., 2019).
 
     Args:
-        data_dir: folder holding (or receiving) the pickles (default ``data/mini-imagenet``).
+        data_dir: folder holding (or receiving) the pickles (default ``$LIT_META_DATA/mini-imagenet``, see
+            :mod:`lit_meta.paths`).
         download: let learn2learn fetch missing pickles.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "mini-ImageNet", "MiniImagenet", 84, IMAGENET_MEAN, IMAGENET_STD
-    DEFAULT_DIR = "data/mini-imagenet"
+    DATA_NAME = "mini-imagenet"
 
     def _files(self, mode: str) -> list[str]:
         return [os.path.join(self.data_dir, f"mini-imagenet-cache-{mode}.pkl")]

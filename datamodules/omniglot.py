@@ -17,8 +17,9 @@ from torchvision.datasets.utils import check_integrity, download_url
 
 from datamodules.episodic import EpisodicDataModule
 from datamodules.images import ImageClasses
-from lit_meta._checks import _check_one_of, _check_positive_int, _check_type
+from lit_meta import paths
 from lit_meta.images import ImagePreprocessing, decode_image
+from lit_meta.validation import check_one_of, check_positive_int, check_type
 
 # The authors' files, as torchvision's Omniglot downloads them.
 URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -138,7 +139,8 @@ class OmniglotDataModule(EpisodicDataModule):
     characters), within or across them.
 
     Args:
-        data_dir: folder holding (or receiving) the zips.
+        data_dir: folder holding (or receiving) the zips; ``None``: ``lit_meta.paths.data_dir("omniglot")``
+            (``$LIT_META_DATA/omniglot``, else ``~/.cache/lit-meta/omniglot``).
         split: see above.
         image_size: images are resized to ``image_size x image_size`` (28 in most papers).
         train_rotations: add rotated training classes.
@@ -154,7 +156,7 @@ class OmniglotDataModule(EpisodicDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data/omniglot",
+        data_dir: str | None = None,
         split: Literal["standard", "minimal", "minimal_reverse"] = "standard",
         image_size: int = 28,
         train_rotations: bool = True,
@@ -165,26 +167,28 @@ class OmniglotDataModule(EpisodicDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_type("data_dir", data_dir, (str, os.PathLike))
-        _check_one_of("split", split, tuple(SPLITS))
-        _check_positive_int("image_size", image_size)
-        _check_type("train_rotations", train_rotations, bool)
-        _check_type("download", download, bool)
-        _check_type("eval_within_alphabet", eval_within_alphabet, bool)
-        _check_type("train_within_alphabet", train_within_alphabet, bool)
+        if data_dir is not None:
+            check_type("data_dir", data_dir, (str, os.PathLike))
+        check_one_of("split", split, tuple(SPLITS))
+        check_positive_int("image_size", image_size)
+        check_type("train_rotations", train_rotations, bool)
+        check_type("download", download, bool)
+        check_type("eval_within_alphabet", eval_within_alphabet, bool)
+        check_type("train_within_alphabet", train_within_alphabet, bool)
         self.train_within_alphabet = train_within_alphabet
         if eval_alphabets is not None:
-            _check_type("eval_alphabets", eval_alphabets, (list, tuple))
+            check_type("eval_alphabets", eval_alphabets, (list, tuple))
             if not eval_alphabets:
                 raise ValueError(
                     "Expected `eval_alphabets` to name at least one alphabet (or null for all), but got []."
                 )
             for name in eval_alphabets:
-                _check_type("eval_alphabets", name, str)
+                check_type("eval_alphabets", name, str)
         self.eval_within_alphabet = eval_within_alphabet
         self.eval_alphabets = None if eval_alphabets is None else list(eval_alphabets)
         self.save_hyperparameters()
-        self.data_dir, self.split, self.image_size = os.fspath(data_dir), split, image_size
+        self.data_dir = paths.data_dir("omniglot") if data_dir is None else os.fspath(data_dir)
+        self.split, self.image_size = split, image_size
         self.train_rotations, self.download = train_rotations, download
         self._characters: dict[str, list[Character]] | None = None
 
@@ -199,9 +203,16 @@ class OmniglotDataModule(EpisodicDataModule):
             if not self.download:
                 raise FileNotFoundError(
                     f"Expected the Omniglot archive {path!r} for split {self.split!r}, but got no such file "
-                    f"(set `download: true` to fetch it from {URL})."
+                    f"(set `download: true` to fetch it from {URL}, or `data_dir` to the zips' folder)."
                 )
-            download_url(f"{URL}/{archive}.zip", self.data_dir, f"{archive}.zip", MD5[archive])
+            try:
+                download_url(f"{URL}/{archive}.zip", self.data_dir, f"{archive}.zip", MD5[archive])
+            except OSError as err:  # no network, a refused request, a read-only folder: one line, not urllib's
+                raise FileNotFoundError(
+                    f"Expected the Omniglot archive {path!r} for split {self.split!r}, but got no such file, and "
+                    f"fetching it from {URL} failed ({getattr(err, 'reason', None) or err}): put the zips there, "
+                    "or set `data_dir` to the zips' folder (or LIT_META_DATA to its parent, see lit_meta.paths)."
+                ) from err
         elif self.download and not check_integrity(path, MD5[archive]):
             raise ValueError(
                 f"Expected the official {archive}.zip (md5 {MD5[archive]}) in {path!r}, but its md5 differs."
@@ -256,7 +267,7 @@ class OmniglotDataModule(EpisodicDataModule):
         if split == "train":
             if not self.train_within_alphabet:
                 return None
-            _, _, class_names = self._split(split)  # rotated classes: "<archive>/<alphabet>/<char> (rotated 90)"
+            _, _, class_names = self.split_data(split)  # rotated classes: "<archive>/<alphabet>/<char> (rotated 90)"
             parts = [name.partition(" (") for name in class_names]
             return [character.split("/")[1] + sep + rotation for character, sep, rotation in parts]
         if not self.eval_within_alphabet:

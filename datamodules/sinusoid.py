@@ -18,8 +18,8 @@ from datamodules.episodic import (
     rank_share_batches,
 )
 from lit_meta import Task, split_support_query
-from lit_meta._checks import _check_positive_int, _check_range, _check_type
 from lit_meta.seeding import key_seed
+from lit_meta.validation import check_positive_int, check_range, check_type
 
 
 def sample_sinusoid_tasks(
@@ -126,11 +126,11 @@ class SinusoidDataModule(ResumableEpisodes, LightningDataModule):
             "val_tasks",
             "test_tasks",
         ):
-            _check_positive_int(name, locals()[name])
+            check_positive_int(name, locals()[name])
         for name in ("amplitude", "phase", "x_range"):
-            _check_range(name, locals()[name])
-        _check_type("seed", seed, int)
-        _check_type("eval_seed", eval_seed, int)
+            check_range(name, locals()[name])
+        check_type("seed", seed, int)
+        check_type("eval_seed", eval_seed, int)
         self.save_hyperparameters()
 
     def _sample(self, num_tasks: int, shots: int, queries: int, generator: torch.Generator) -> Task:

@@ -31,14 +31,15 @@ class TieredImageNetDataModule(Learn2LearnDataModule):
     (Lee et al., 2019).
 
     Args:
-        data_dir: folder holding (or receiving) the ``tiered-imagenet`` folder (default ``data/tiered-imagenet``).
+        data_dir: folder holding (or receiving) the ``tiered-imagenet`` folder (default
+            ``$LIT_META_DATA/tiered-imagenet``, see :mod:`lit_meta.paths`).
         download: let learn2learn fetch missing files.
         **kwargs: the episode arguments of :class:`~datamodules.episodic.EpisodicDataModule` (``ways``,
             ``shots``, ``queries``, ``eval_*``, ``meta_batch_size``, ...); LightningCLI lists each one.
     """
 
     NAME, L2L_CLASS, IMAGE_SIZE, MEAN, STD = "tiered-ImageNet", "TieredImagenet", 84, IMAGENET_MEAN, IMAGENET_STD
-    DEFAULT_DIR = "data/tiered-imagenet"
+    DATA_NAME = "tiered-imagenet"
 
     def split_digests(self, dataset: Dataset) -> None:
         # Decoded lazily (hashing every image would decode the whole benchmark at set-up); the

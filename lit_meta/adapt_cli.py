@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.checkpoints import load_learner as load_checkpoint_learner
+from lit_meta.algorithms.checkpoints import load_learner as load_checkpoint_learner
 from lit_meta.files import atomic_open, check_writable_folder, write_failure
 from lit_meta.images import IMAGE_SUFFIXES, ImagePreprocessing, list_classes
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_positive_int, _check_type
-from lit_meta.evaluation import evaluation_mode
+from lit_meta.evaluation import EpisodicLearner, evaluation_mode
 from lit_meta.tasks import Task
-
-if TYPE_CHECKING:
-    from lit_meta.algorithms.base import MetaLearner
+from lit_meta.validation import check_positive_int, check_type
 
 
 class AdaptedLearner:
@@ -32,9 +27,11 @@ class AdaptedLearner:
         steps: adaptation steps; ``None`` uses the learner's ``eval_inner_steps``.
     """
 
-    def __init__(self, learner: MetaLearner, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> None:
-        _check_type("support_x", support_x, Tensor)
-        _check_type("support_y", support_y, Tensor)
+    def __init__(
+        self, learner: EpisodicLearner, support_x: Tensor, support_y: Tensor, steps: int | None = None
+    ) -> None:
+        check_type("support_x", support_x, Tensor)
+        check_type("support_y", support_y, Tensor)
         if len(support_y) != len(support_x):
             raise ValueError(f"Expected one target per support input ({len(support_x)}), but got {len(support_y)}.")
         if learner.is_classifier:
@@ -48,12 +45,12 @@ class AdaptedLearner:
                 raise ValueError(
                     f"Expected support labels 0 .. ways-1 with ways >= 2, each present, but got labels {classes}."
                 )
-            learner._check_ways("the number of support classes", len(classes))
+            learner.check_ways("the number of support classes", len(classes))
             self.ways: int | None = len(classes)
         else:
             self.ways = None
         if steps is not None:
-            _check_positive_int("steps", steps, minimum=0)
+            check_positive_int("steps", steps, minimum=0)
         _check_input_channels(learner, support_x)
         self.learner, self.steps = learner, steps
         self.support_x, self.support_y = support_x.to(learner.device), support_y.to(learner.device)
@@ -74,7 +71,7 @@ class AdaptedLearner:
         return outputs.argmax(-1) if self.ways is not None else outputs
 
     def _outputs(self, x: Tensor, batch_size: int | None) -> Tensor:
-        _check_type("x", x, Tensor)
+        check_type("x", x, Tensor)
         _check_input_channels(self.learner, x)
         if x.shape[1:] != self.support_x.shape[1:]:
             raise ValueError(
@@ -82,7 +79,7 @@ class AdaptedLearner:
                 f"{tuple(x.shape[1:])}."
             )
         size = len(x) if batch_size is None else batch_size
-        _check_positive_int("batch_size", size)
+        check_positive_int("batch_size", size)
         return torch.cat([self._adapted_outputs(x[i : i + size]) for i in range(0, len(x), size)])
 
     def _adapted_outputs(self, x: Tensor) -> Tensor:

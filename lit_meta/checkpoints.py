@@ -31,7 +31,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from lit_meta.algorithms.base import MetaLearner
+from lit_meta._imports import import_subclass
 
 #: The environment variable naming the modules (comma-separated prefixes) whose classes a checkpoint may name.
 TRUSTED_MODULES_ENV = "LIT_META_TRUSTED_MODULES"
@@ -163,6 +163,30 @@ def check_classes(checkpoint: dict[str, Any], trusted: Iterable[str] = (), where
             resolve_class(value, trusted, where)
 
 
+def check_same_learner(expected: str | type, written: str | None) -> None:
+    """Refuse to resume a run of learner ``expected`` from a checkpoint written by learner ``written``:
+    the one check, and the one message, of ``lit-meta fit --ckpt_path``, ``Trainer.fit(ckpt_path=...)``
+    and ``lit-meta federate --resume``.
+
+    Args:
+        expected: the run's learner, a class or its class path (``model.class_path``).
+        written: the class path the checkpoint records (``None``: not recorded, not checked). Call
+            this after :func:`read_checkpoint` has allowed the checkpoint's classes: both are imported
+            to compare them (``lit_meta.algorithms.MAML`` is ``lit_meta.algorithms.maml.MAML``).
+
+    Raises:
+        ValueError: another learner wrote the checkpoint.
+    """
+    if written is None:
+        return
+    name = expected if isinstance(expected, str) else f"{expected.__module__}.{expected.__qualname__}"
+    if name == written:
+        return
+    expected_class = expected if isinstance(expected, type) else import_subclass(expected, object)
+    if expected_class is None or import_subclass(written, object) is not expected_class:
+        raise ValueError(f"Expected a checkpoint of {name} to resume this run, but got one of {written}.")
+
+
 def read_checkpoint(path: str | os.PathLike, what: str = "a checkpoint", trusted: Iterable[str] = ()) -> dict[str, Any]:
     """A checkpoint's content: plain data and tensors only (``weights_only=True``), its class paths checked.
 
@@ -197,40 +221,3 @@ def read_checkpoint(path: str | os.PathLike, what: str = "a checkpoint", trusted
         raise ValueError(f"Expected {what} (a dictionary) in {path!r}, but got a {type(checkpoint).__name__}.")
     check_classes(checkpoint, trusted, f"{what} {path!r}")
     return checkpoint
-
-
-def load_learner(
-    path: str | os.PathLike, what: str = "a checkpoint", trusted: Iterable[str] = ()
-) -> tuple[MetaLearner, dict[str, Any]]:
-    """The learner of a ``lit-meta fit`` (or ``federate``) checkpoint, on the CPU, and its ``lit_meta`` record.
-
-    Args:
-        path: the ``.ckpt`` file.
-        what: how error messages name the file, e.g. "`teacher_ckpt`".
-        trusted: module prefixes the user trusts (their own learners); :data:`TRUSTED_MODULES_ENV` is
-            always read.
-
-    Returns:
-        The learner rebuilt from the checkpoint's hyper-parameters and weights, and the record its
-        :meth:`~lit_meta.algorithms.MetaLearner.on_save_checkpoint` wrote (``learner``,
-        ``preprocessing`` of image datamodules, ...; empty for older checkpoints).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint of a lit-meta learner, or names an untrusted class.
-    """
-    trusted = trusted_modules(trusted)
-    checkpoint = read_checkpoint(path, what, trusted)
-    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    if class_path is None:
-        raise ValueError(
-            f"Expected {what} of a lit-meta learner in {os.fspath(path)!r}, but it names no learner class."
-        )
-    learner_class = resolve_class(class_path, trusted, f"{what} {os.fspath(path)!r}")
-    if not issubclass(learner_class, MetaLearner):
-        raise ValueError(
-            f"Expected {what} of a lit-meta learner (a MetaLearner subclass) in {os.fspath(path)!r}, but got "
-            f"{class_path}."
-        )
-    learner = learner_class.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return learner, checkpoint.get("lit_meta", {})

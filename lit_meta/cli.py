@@ -1,56 +1,83 @@
 """The ``lit-meta`` command: LightningCLI's subcommands (:mod:`lit_meta.meta_cli`), ``adapt``,
-``federate`` and ``tune``."""
+``federate``, ``tune``, ``new`` (an example project to copy and own, :mod:`lit_meta.new_cli`) and
+``install-learn2learn`` (:mod:`lit_meta.learn2learn_build`).
+
+Nothing heavy is imported before the subcommand is known: ``lit-meta install-learn2learn`` runs where
+learn2learn is not installed yet, and a subcommand whose extra is missing says so in one line.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-import torch
+from lit_meta.extras import MissingExtraError, shadowing_note
 
-from lit_meta._cli_errors import CommandLineError, raised_while_configuring
-from lit_meta.files import cannot_write, write_failure
-from lit_meta.meta_cli import MetaCLI, make_cli
+if TYPE_CHECKING:
+    from lit_meta.meta_cli import MetaCLI, make_cli
 
 __all__ = ["MetaCLI", "main", "make_cli", "run"]
+
+#: The subcommands that are not LightningCLI's, and the module whose ``main(argv)`` runs each.
+COMMANDS = {
+    "adapt": "lit_meta.adapt_cli",
+    # Flower is needed to federate and Optuna to tune, not to meta-learn (the `federated`, `tune` extras).
+    "federate": "lit_meta.federated.cli",
+    "tune": "lit_meta.tuning.cli",
+    "new": "lit_meta.new_cli",
+    "install-learn2learn": "lit_meta.learn2learn_build",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # `from lit_meta.cli import MetaCLI` still works; the import of Lightning waits until then.
+    if name in ("MetaCLI", "make_cli"):
+        from lit_meta import meta_cli
+
+        return getattr(meta_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lit-meta`` console script: LightningCLI's subcommands, plus ``adapt``
-    (:mod:`lit_meta.adapt_cli`), ``federate`` (:mod:`lit_meta.federated.cli`) and ``tune``
-    (:mod:`lit_meta.tuning.cli`)."""
+    (:mod:`lit_meta.adapt_cli`), ``federate`` (:mod:`lit_meta.federated.cli`), ``tune``
+    (:mod:`lit_meta.tuning.cli`) and ``new`` (:mod:`lit_meta.new_cli`).
+
+    The working directory goes first on ``sys.path``, as ``python -m`` puts it: a config names the
+    user's own modules by class path (``my_learner.MyLearner`` for ``./my_learner.py``).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     run(args)
 
 
 def run(args: list[str] | None = None) -> MetaCLI | None:
     """:func:`main`, returning the finished CLI (its ``trainer``, ``model``, ``datamodule``);
-    ``None`` for ``adapt``, ``federate`` and ``tune``. ``args``: the command line without the program
+    ``None`` for ``adapt``, ``federate``, ``tune`` and ``new``. ``args``: the command line without the program
     (``None``: ``sys.argv``). A configuration mistake exits with status 2."""
     argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["adapt"]:
-        from lit_meta.adapt_cli import main as adapt_main
-
-        adapt_main(argv[1:])
-        return None
-    if argv[:1] == ["federate"]:
-        # Imported here only: Flower is needed to federate, not to meta-learn (the `federated` extra).
-        from lit_meta.federated.cli import main as federate_main
-
-        federate_main(argv[1:])
-        return None
-    if argv[:1] == ["tune"]:
-        # Imported here only: Optuna is needed to tune, not to meta-learn (the `tune` extra).
-        from lit_meta.tuning.cli import main as tune_main
-
-        tune_main(argv[1:])
-        return None
+    command = argv[0] if argv else None
+    try:
+        if command in COMMANDS:
+            __import__(COMMANDS[command], fromlist=["main"]).main(argv[1:])
+            return None
+        from lit_meta.meta_cli import MetaCLI, make_cli
+    except MissingExtraError as err:  # learn2learn, Flower or Optuna not installed: what to install
+        if os.environ.get("LIT_META_TRACEBACK"):
+            raise
+        _exit_with(command, str(err))
     subcommand = argv[0] if argv[:1] and argv[0] in MetaCLI.subcommands() else None
+    from lit_meta._cli_errors import CommandLineError, raised_while_configuring
+    from lit_meta.files import cannot_write, write_failure
+
     try:
         return make_cli(args)
     except CommandLineError as err:
         if os.environ.get("LIT_META_TRACEBACK"):
             raise
-        _exit_with(subcommand, str(err))
+        _exit_with(subcommand, str(err) + shadowing_note(str(err)))
     except (ValueError, TypeError, FileNotFoundError) as err:
         # Data missing, or not fitting the configuration, found in `setup` before the first step.
         if not raised_while_configuring(err) or os.environ.get("LIT_META_TRACEBACK"):
@@ -87,6 +114,8 @@ _PEER_LOST = (
 
 def lost_peer(err: BaseException) -> bool:
     """Whether ``err`` is a collective failing because another process of the group died."""
+    import torch
+
     return (
         torch.distributed.is_available()
         and torch.distributed.is_initialized()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -18,8 +18,35 @@ from torch import Tensor
 from lit_meta.functional import mean_ci95
 from lit_meta.tasks import Task
 
-if TYPE_CHECKING:
-    from lit_meta.algorithms.base import MetaLearner
+
+class EpisodicLearner(Protocol):
+    """What evaluation and adaptation ask of a learner; every :class:`~lit_meta.algorithms.MetaLearner`
+    is one. (Typed by this protocol, this module and :mod:`lit_meta.adaptation` need not import the
+    learners' module, which imports them.)"""
+
+    training: bool
+    eval_inner_steps: int
+    loss: str
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def is_classifier(self) -> bool: ...
+
+    def evaluate_episode(self, task: Task, steps: int | None = None, every_step: bool = False) -> Tensor: ...
+
+    def task_losses(self, predictions: Tensor, targets: Tensor) -> Tensor: ...
+
+    def task_metric(self, predictions: Tensor, targets: Tensor) -> Tensor: ...
+
+    def check_ways(self, what: str, ways: int) -> None: ...
+
+    def modules(self) -> Iterator[torch.nn.Module]: ...
+
+    def eval(self) -> torch.nn.Module: ...
+
+    def train(self, mode: bool = True) -> torch.nn.Module: ...
 
 
 @contextmanager
@@ -40,7 +67,7 @@ def outside_inference_mode(task: Task) -> Task:
         return Task(*(t.detach().clone() for t in task))
 
 
-def task_curves(learner: MetaLearner, task: Task, steps: int) -> tuple[Tensor, Tensor]:
+def task_curves(learner: EpisodicLearner, task: Task, steps: int) -> tuple[Tensor, Tensor]:
     """Query loss and metric of each task of one meta-batch after 0, 1, ..., ``steps`` steps.
 
     Args:
@@ -60,7 +87,7 @@ def task_curves(learner: MetaLearner, task: Task, steps: int) -> tuple[Tensor, T
     return losses, metrics
 
 
-def adaptation_curves(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> tuple[Tensor, Tensor]:
+def adaptation_curves(learner: EpisodicLearner, tasks: Iterable[Task], steps: int) -> tuple[Tensor, Tensor]:
     """:func:`task_curves` over several meta-batches (moved to the learner's device), in eval mode.
 
     Returns:
@@ -75,7 +102,7 @@ def adaptation_curves(learner: MetaLearner, tasks: Iterable[Task], steps: int) -
     return torch.cat(losses, dim=1), torch.cat(metrics, dim=1)
 
 
-def adaptation_curve(learner: MetaLearner, tasks: Iterable[Task], steps: int) -> Tensor:
+def adaptation_curve(learner: EpisodicLearner, tasks: Iterable[Task], steps: int) -> Tensor:
     """``(K + 1, T)``: the accuracy (or MSE) of each task after 0..K steps; see :func:`adaptation_curves`."""
     return adaptation_curves(learner, tasks, steps)[1]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_meta._checks import _check_positive_float, _check_positive_int
+from lit_meta.validation import check_positive_float, check_positive_int
 
 LOSSES = ("mse", "cross_entropy")
 
@@ -83,9 +83,9 @@ def multi_step_loss_weights(steps: int, meta_step: int, anneal_steps: int) -> Te
     Returns:
         ``(S,)`` non-negative weights summing to 1 (float64; cast where used).
     """
-    _check_positive_int("steps", steps)
-    _check_positive_int("meta_step", meta_step, minimum=0)
-    _check_positive_int("anneal_steps", anneal_steps)
+    check_positive_int("steps", steps)
+    check_positive_int("meta_step", meta_step, minimum=0)
+    check_positive_int("anneal_steps", anneal_steps)
     if meta_step >= anneal_steps:
         return torch.nn.functional.one_hot(torch.tensor(steps - 1), steps).double()
     progress, floor = meta_step / anneal_steps, 0.03 / steps
@@ -283,7 +283,7 @@ def inverse_variance_weights(updates: Tensor, eps: float = 1e-6) -> Tensor:
     """
     if updates.dim() != 2 or updates.shape[0] == 0:
         raise ValueError(f"Expected updates of shape (clients, parameters), but got {tuple(updates.shape)}.")
-    _check_positive_float("eps", eps)
+    check_positive_float("eps", eps)
     values = updates.double()
     variances = (values - values.mean(0)).pow(2).mean(1)
     scale = variances.mean()

@@ -15,13 +15,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from lit_meta._checks import _check_positive_int
 from lit_meta._cli_errors import CommandLineError, parser_message, root_cause
 from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.checkpoints import config_class_paths, read_checkpoint, trusted_modules
+from lit_meta.checkpoints import check_same_learner, config_class_paths, read_checkpoint, trusted_modules
 from lit_meta.files import check_writable_folder
 from lit_meta.runs import AtomicCheckpointIO, RunIdentity, check_new_run, resume_version, run_fingerprint
+from lit_meta.validation import check_positive_int
 
 
 class MetaCLI(LightningCLI):
@@ -68,7 +68,10 @@ class MetaCLI(LightningCLI):
             except (ValueError, FileNotFoundError) as err:
                 raise CommandLineError(str(err)) from err
             if subcommand == "fit":
-                check_same_learner(config.model.class_path, written.get("_class_path"))
+                try:
+                    check_same_learner(config.model.class_path, written.get("_class_path"))
+                except ValueError as err:
+                    raise CommandLineError(str(err)) from err
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -125,7 +128,7 @@ class MetaCLI(LightningCLI):
         threads = config.get("num_threads")
         if threads is not None:
             try:
-                _check_positive_int("num_threads", threads)
+                check_positive_int("num_threads", threads)
             except ValueError as err:
                 raise CommandLineError(str(err)) from err
             torch.set_num_threads(threads)
@@ -151,17 +154,6 @@ class LogDirConfig(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.loggers:
             super().setup(trainer, pl_module, stage)
-
-
-def check_same_learner(configured: str, written: str | None) -> None:
-    """Raise ``CommandLineError`` if a checkpoint written by learner ``written`` (a class path; ``None``:
-    not recorded) would resume a run whose config names learner ``configured``."""
-    if written is None:
-        return
-    if import_subclass(configured, object) is not import_subclass(written, object):
-        raise CommandLineError(
-            f"Expected a checkpoint of {configured} (`model.class_path`) to resume this run, but got one of {written}."
-        )
 
 
 def _check_log_folder(logger: Any) -> None:

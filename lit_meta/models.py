@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -32,11 +32,11 @@ class MLP(nn.Module):
         activation: Literal["relu", "tanh"] = "relu",
     ) -> None:
         super().__init__()
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("out_features", out_features)
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
         for width in hidden:
-            _check_positive_int("hidden", width)
-        _check_one_of("activation", activation, tuple(_ACTIVATIONS))
+            check_positive_int("hidden", width)
+        check_one_of("activation", activation, tuple(_ACTIVATIONS))
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:
@@ -85,8 +85,8 @@ class CNN4(nn.Module):
         downsample_last: bool = True,
     ) -> None:
         super().__init__()
-        _check_one_of("downsample", downsample, ("maxpool", "stride"))
-        _check_type("downsample_last", downsample_last, bool)
+        check_one_of("downsample", downsample, ("maxpool", "stride"))
+        check_type("downsample_last", downsample_last, bool)
         for name, value in (
             ("in_channels", in_channels),
             ("out_features", out_features),
@@ -94,7 +94,7 @@ class CNN4(nn.Module):
             ("blocks", blocks),
             ("image_size", image_size),
         ):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         pooling = blocks if downsample_last else blocks - 1
         if image_size < 2**pooling:
             raise ValueError(
@@ -184,15 +184,15 @@ class ResNet12(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_features", out_features), ("image_size", image_size)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if len(channels) == 0:
             raise ValueError(f"Expected `channels` to have at least 1 block, but got {channels!r}.")
         for width in channels:
-            _check_positive_int("channels", width)
+            check_positive_int("channels", width)
         blocks = len(channels)
         if image_size < 2**blocks:
             raise ValueError(f"Expected `image_size` >= {2**blocks} for {blocks} pooling blocks, but got {image_size}.")
-        _check_positive_float("dropout", dropout, allow_zero=True)
+        check_positive_float("dropout", dropout, allow_zero=True)
         if dropout >= 1:
             raise ValueError(f"Expected `dropout` < 1, but got {dropout}.")
         layers: list[nn.Module] = []

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lit_meta._checks import _check_positive_int
+from lit_meta.validation import check_positive_int
 
 
 class Task(NamedTuple):
@@ -58,8 +58,8 @@ def split_support_query(x: Tensor, y: Tensor, shots: int, queries: int, ways: in
         ValueError: if the shapes disagree, or a task does not hold exactly ``shots + queries``
             samples of each of its ``ways`` classes.
     """
-    _check_positive_int("shots", shots)
-    _check_positive_int("queries", queries)
+    check_positive_int("shots", shots)
+    check_positive_int("queries", queries)
     if x.dim() < 2 or y.dim() < 2 or x.shape[:2] != y.shape[:2]:
         raise ValueError(
             f"Expected `x` (B, N, ...) and `y` (B, N, ...) with the same B and N, "
@@ -71,7 +71,7 @@ def split_support_query(x: Tensor, y: Tensor, shots: int, queries: int, ways: in
             raise ValueError(f"Expected >= {per_group} samples per task (`shots` + `queries`), but got {x.shape[1]}.")
         return Task(x[:, :shots], y[:, :shots], x[:, shots:per_group], y[:, shots:per_group])
 
-    _check_positive_int("ways", ways)
+    check_positive_int("ways", ways)
     if y.dim() != 2 or y.is_floating_point():
         raise ValueError(
             f"Expected integer labels of shape (B, N) for classification, but got {y.dtype} {tuple(y.shape)}."

@@ -20,12 +20,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
-from lit_meta._checks import _check_one_of, _check_positive_int
 from lit_meta.adaptation import AdaptedLearner
 from lit_meta.evaluation import task_curves
 from lit_meta.functional import LOSSES, task_accuracies, task_losses
 from lit_meta.seeding import key_seed, seed_streams
 from lit_meta.tasks import Task
+from lit_meta.validation import check_one_of, check_positive_int
 
 Loss = Literal["mse", "cross_entropy"]
 
@@ -57,8 +57,8 @@ class MetaLearner(LightningModule, ABC):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        _check_one_of("loss", loss, LOSSES)
-        _check_positive_int("eval_inner_steps", eval_inner_steps, minimum=0)
+        check_one_of("loss", loss, LOSSES)
+        check_positive_int("eval_inner_steps", eval_inner_steps, minimum=0)
         self.loss = loss
         self.eval_inner_steps = eval_inner_steps
         self._optimizer_factory = optimizer
@@ -75,9 +75,11 @@ class MetaLearner(LightningModule, ABC):
         self.test_curve = CatMetric()
         self._test_curve_steps: int | None = None
         self._stream_seed: int | None = None  # the seed of the training steps' streams, set when fit starts
-        # What training minimises per task, given query predictions; None: the query loss. A learner
-        # that trains this one as a part (MetaDistillation) sets its own objective here.
+        # What training minimises per task, given query predictions (None: the query loss), and where
+        # the training steps log (None: here); a module that trains this learner as a part sets both
+        # through `train_as_part` (MetaDistillation).
         self.objective: Callable[[Tensor, Task], Tensor] | None = None
+        self._log_through: Callable[..., None] | None = None
 
     @property
     def is_classifier(self) -> bool:
@@ -117,6 +119,26 @@ class MetaLearner(LightningModule, ABC):
         the network: what its head or metric reads (used by feature distillation)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its embeddings.")
 
+    # ---- composition -----------------------------------------------------------------------------
+    def train_as_part(self, objective: Callable[[Tensor, Task], Tensor], log: Callable[..., None]) -> None:
+        """Make this learner a part that another module trains, as :class:`MetaDistillation` trains its
+        student: the other module's ``training_step`` calls this learner's, which runs unchanged (its
+        inner loop, Reptile's manual update, one backward per task) but minimises ``objective``.
+
+        Args:
+            objective: ``(predictions (B, Nq, *out), task) -> (B,)`` what training minimises per task,
+                in place of the query loss (:meth:`training_losses` returns it).
+            log: where this learner's ``self.log`` calls go: the owner's ``LightningModule.log``, as
+                Lightning runs the owner's hooks, not this learner's.
+        """
+        self.objective, self._log_through = objective, log
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log``, or the owner's where :meth:`train_as_part` set one."""
+        if self._log_through is not None:
+            return self._log_through(name, value, *args, **kwargs)
+        return super().log(name, value, *args, **kwargs)
+
     # ---- metrics -------------------------------------------------------------------------------
     def training_losses(self, predictions: Tensor, task: Task) -> Tensor:
         """``(B,)`` what meta-training minimises for each task, given its query predictions ``(B, Nq, *out)``.
@@ -146,10 +168,11 @@ class MetaLearner(LightningModule, ABC):
         for name in ("ways", "eval_ways"):
             ways = getattr(datamodule, name, None)
             if isinstance(ways, int):
-                self._check_ways(f"`data.{name}`", ways)
+                self.check_ways(f"`data.{name}`", ways)
 
-    def _check_ways(self, what: str, ways: int) -> None:
-        """``what`` names where ``ways`` comes from, e.g. "`data.ways`" or "support classes"."""
+    def check_ways(self, what: str, ways: int) -> None:
+        """Raise ``ValueError`` if tasks of ``ways`` classes are wider than :attr:`max_ways`; ``what``
+        names where ``ways`` comes from, e.g. "`data.ways`" or "the number of support classes"."""
         if self.max_ways is not None and ways > self.max_ways:
             raise ValueError(f"Expected {what} <= {self.max_ways} (the backbone's `out_features`), but got {ways}.")
 
@@ -195,7 +218,7 @@ class MetaLearner(LightningModule, ABC):
         """Make ``test_step`` also record every test task's metric after ``0..steps`` adaptation steps
         (``None``: stop); read them with :meth:`test_curves`. ``callbacks.MetaTestEvaluation`` does both."""
         if steps is not None:
-            _check_positive_int("steps", steps, minimum=0)
+            check_positive_int("steps", steps, minimum=0)
         self._test_curve_steps = steps
 
     def test_curves(self) -> Tensor:
@@ -264,12 +287,10 @@ class MetaLearner(LightningModule, ABC):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is None or self.trainer.state.fn != "fit":
             return  # weights for evaluation (`lit-meta test`, `load_from_checkpoint`): any learner's state loads
+        from lit_meta.checkpoints import check_same_learner  # it imports this module
+
         record = checkpoint.get("lit_meta", {})
-        written_by = record.get("learner")
-        if written_by is not None and written_by != _class_path(type(self)):
-            raise ValueError(
-                f"Expected a checkpoint of {_class_path(type(self))} to resume this run, but got one of {written_by}."
-            )
+        check_same_learner(type(self), record.get("learner"))
         self._stream_seed = record.get("stream_seed", self._stream_seed)
 
     def on_fit_start(self) -> None:

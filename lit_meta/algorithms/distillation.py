@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_positive_float, _check_type, _check_unit_interval
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.algorithms.checkpoints import load_learner
 from lit_meta.algorithms.reptile import Reptile
 from lit_meta.functional import distillation_losses, feature_hint_losses, relational_distance_losses
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_float, check_type, check_unit_interval
 
 
 class MetaDistillation(MetaLearner):
@@ -72,18 +73,18 @@ class MetaDistillation(MetaLearner):
         gamma: float = 0.0,
         standardize_logits: bool = False,
     ) -> None:
-        _check_type("student", student, MetaLearner)
+        check_type("student", student, MetaLearner)
         if isinstance(student, MetaDistillation):
             raise TypeError(
                 "Expected `student` to be a learner such as MAML or PrototypicalNetworks (a distilled learner's "
                 "checkpoint can be the next teacher), but got MetaDistillation."
             )
-        _check_type("teacher_ckpt", teacher_ckpt, str)
-        _check_unit_interval("alpha", alpha)
-        _check_positive_float("temperature", temperature)
-        _check_positive_float("beta", beta, allow_zero=True)
-        _check_positive_float("gamma", gamma, allow_zero=True)
-        _check_type("standardize_logits", standardize_logits, bool)
+        check_type("teacher_ckpt", teacher_ckpt, str)
+        check_unit_interval("alpha", alpha)
+        check_positive_float("temperature", temperature)
+        check_positive_float("beta", beta, allow_zero=True)
+        check_positive_float("gamma", gamma, allow_zero=True)
+        check_type("standardize_logits", standardize_logits, bool)
         if standardize_logits and student.loss != "cross_entropy":
             raise ValueError(
                 f"Expected a classification student (loss 'cross_entropy') with `standardize_logits`, but got loss "
@@ -107,7 +108,7 @@ class MetaDistillation(MetaLearner):
         self._teacher_preprocessing: dict | None = None  # how the teacher's training images were prepared
         # The teacher's outputs for the task in hand: the multi-step loss asks after every inner step.
         self._teacher_cache: tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None = None
-        student.objective = self.distillation_losses
+        student.train_as_part(self.distillation_losses, self.log)
 
     # ---- the student is the learner ----------------------------------------------------------------
     @property
@@ -136,12 +137,10 @@ class MetaDistillation(MetaLearner):
 
     def training_step(self, batch: Task, batch_idx: int) -> Tensor:
         # The student's own step (its inner loop, Reptile's manual update, one backward per task),
-        # with `distillation_losses` as its objective; it logs through this module's hook name.
-        self.student._current_fx_name = self._current_fx_name
+        # with `distillation_losses` as its objective, logging through this module (`train_as_part`).
         try:
             return self.student.training_step(batch, batch_idx)
         finally:
-            self.student._current_fx_name = None
             self._teacher_cache = None
 
     # ---- the teacher -------------------------------------------------------------------------------
@@ -149,8 +148,6 @@ class MetaDistillation(MetaLearner):
     def teacher(self) -> MetaLearner:
         """The frozen teacher, loaded from ``teacher_ckpt`` on first use."""
         if not self._teacher:
-            from lit_meta.checkpoints import load_learner  # imports this package: here, not at the top
-
             teacher, record = load_learner(self.teacher_ckpt, what="`teacher_ckpt`")
             if teacher.loss != self.loss:
                 raise ValueError(

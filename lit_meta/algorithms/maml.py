@@ -11,11 +11,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import Loss, MetaLearner, head_size
 from lit_meta.batch_norm import PerStepBatchNorm, affine_outside_batch_norm, convert_per_step_batch_norm, set_step
 from lit_meta.functional import gradient_surrogate, multi_step_loss_weights, sgd_step, task_losses
 from lit_meta.tasks import Task
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
 
 INNER_LOOPS = ("auto", "clone", "batched")
 _NORMS = (nn.modules.batchnorm._BatchNorm, PerStepBatchNorm)
@@ -95,12 +95,12 @@ class MAML(MetaLearner):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        _check_type("backbone", backbone, nn.Module)
-        _check_positive_float("inner_lr", inner_lr)
-        _check_positive_int("inner_steps", inner_steps)
-        _check_type("first_order", first_order, bool)
-        _check_one_of("inner_loop", inner_loop, INNER_LOOPS)
-        _check_type("backward_per_task", backward_per_task, bool)
+        check_type("backbone", backbone, nn.Module)
+        check_positive_float("inner_lr", inner_lr)
+        check_positive_int("inner_steps", inner_steps)
+        check_type("first_order", first_order, bool)
+        check_one_of("inner_loop", inner_loop, INNER_LOOPS)
+        check_type("backward_per_task", backward_per_task, bool)
         if inner_loop == "batched":
             _check_batchable(backbone)
             if backward_per_task:
@@ -108,10 +108,10 @@ class MAML(MetaLearner):
                     "Expected `inner_loop` 'clone' or 'auto' with `backward_per_task` (it adapts one task at a "
                     "time), but got 'batched'."
                 )
-        _check_type("learn_inner_lrs", learn_inner_lrs, bool)
-        _check_positive_int("multi_step_loss_steps", multi_step_loss_steps, minimum=0)
-        _check_positive_int("first_order_steps", first_order_steps, minimum=0)
-        _check_type("per_step_batch_norm", per_step_batch_norm, bool)
+        check_type("learn_inner_lrs", learn_inner_lrs, bool)
+        check_positive_int("multi_step_loss_steps", multi_step_loss_steps, minimum=0)
+        check_positive_int("first_order_steps", first_order_steps, minimum=0)
+        check_type("per_step_batch_norm", per_step_batch_norm, bool)
         if learn_inner_lrs and self.per_weight_lrs:
             raise ValueError(
                 f"Expected `learn_inner_lrs` False for {type(self).__name__} (it learns an inner learning rate "

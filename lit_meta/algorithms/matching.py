@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.metric import MetricLearner
+from lit_meta.validation import check_positive_float, check_positive_int, check_type
 
 
 def cosine_attention(query_emb: Tensor, support_emb: Tensor, scale: float | Tensor = 1.0) -> Tensor:
@@ -118,10 +118,10 @@ class MatchingNetworks(MetricLearner):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        _check_type("fce", fce, bool)
-        _check_positive_int("fce_steps", fce_steps)
-        _check_positive_float("cosine_scale", cosine_scale)
-        _check_type("learn_scale", learn_scale, bool)
+        check_type("fce", fce, bool)
+        check_positive_int("fce_steps", fce_steps)
+        check_positive_float("cosine_scale", cosine_scale)
+        check_type("learn_scale", learn_scale, bool)
         self.cosine_scale: float | nn.Parameter = (
             nn.Parameter(torch.tensor(float(cosine_scale))) if learn_scale else cosine_scale
         )

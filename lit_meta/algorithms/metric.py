@@ -10,9 +10,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_int, check_type
 
 
 class MetricLearner(MetaLearner):
@@ -66,7 +66,7 @@ class MetricLearner(MetaLearner):
 
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         steps = self.eval_inner_steps if steps is None else steps
-        _check_positive_int("steps", steps, minimum=0)
+        check_positive_int("steps", steps, minimum=0)
         # Labels are 0..ways-1 in every task (the datamodules remap them); training may use more ways than test.
         ways = int(task.support_y.max()) + 1
         uniform = -math.log(ways)  # before the support is seen: every class equally likely
@@ -85,7 +85,7 @@ class MetricLearner(MetaLearner):
 
 def split_backbone(backbone: nn.Module) -> tuple[nn.Module, int]:
     """``(backbone.features, D)``: the body of a lit-meta backbone and the size of its embeddings."""
-    _check_type("backbone", backbone, nn.Module)
+    check_type("backbone", backbone, nn.Module)
     head = getattr(backbone, "head", None)
     if not isinstance(getattr(backbone, "features", None), nn.Module) or not isinstance(head, nn.Linear):
         raise TypeError(

@@ -8,9 +8,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_one_of, _check_positive_float
 from lit_meta.algorithms.metric import MetricLearner
 from lit_meta.functional import prototype_logits, prototypes
+from lit_meta.validation import check_one_of, check_positive_float
 
 
 class PrototypicalNetworks(MetricLearner):
@@ -41,8 +41,8 @@ class PrototypicalNetworks(MetricLearner):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        _check_one_of("distance", distance, ("euclidean", "cosine"))
-        _check_positive_float("cosine_scale", cosine_scale)
+        check_one_of("distance", distance, ("euclidean", "cosine"))
+        check_positive_float("cosine_scale", cosine_scale)
         self.distance = distance
         self.cosine_scale = cosine_scale
 

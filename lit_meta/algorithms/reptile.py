@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lit_meta._checks import _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import Loss, MetaLearner, head_size
 from lit_meta.functional import gradient_surrogate, reptile_displacement, sgd_step, task_losses
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_float, check_positive_int, check_type
 
 
 def annealed(epsilon: float, step: int, total_steps: int) -> float:
@@ -63,14 +63,14 @@ class Reptile(MetaLearner):
         anneal: bool = True,
         loss: Loss = "cross_entropy",
     ) -> None:
-        _check_positive_float("epsilon", epsilon)
+        check_positive_float("epsilon", epsilon)
         super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=partial(torch.optim.SGD, lr=epsilon))
-        _check_type("backbone", backbone, nn.Module)
-        _check_positive_float("inner_lr", inner_lr)
-        _check_positive_int("inner_steps", inner_steps)
+        check_type("backbone", backbone, nn.Module)
+        check_positive_float("inner_lr", inner_lr)
+        check_positive_int("inner_steps", inner_steps)
         if inner_batch_size is not None:
-            _check_positive_int("inner_batch_size", inner_batch_size)
-        _check_type("anneal", anneal, bool)
+            check_positive_int("inner_batch_size", inner_batch_size)
+        check_type("anneal", anneal, bool)
         self.backbone = backbone
         self.inner_lr, self.inner_steps, self.inner_batch_size = inner_lr, inner_steps, inner_batch_size
         self.epsilon, self.anneal = epsilon, anneal
@@ -100,7 +100,7 @@ class Reptile(MetaLearner):
         """SGD on one task's samples ``x (N, ...)``, ``y (N, ...)`` from the current weights.
 
         Args:
-            x, y: the samples to fit.
+            x: the inputs to fit, with their targets ``y``.
             steps: SGD steps.
             query_x: inputs to predict after fine-tuning (and before every step with ``every_step``).
             every_step: record the predictions on ``query_x`` before every step too.

@@ -8,10 +8,10 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int
 from lit_meta.algorithms.metric import MetricLearner
 from lit_meta.functional import linear_probe_logits, prototype_logits, prototypes
 from lit_meta.tasks import Task
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int
 
 
 class SupervisedTransfer(MetricLearner):
@@ -51,10 +51,10 @@ class SupervisedTransfer(MetricLearner):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        _check_one_of("adapt", adapt, ("ncm", "finetune"))
-        _check_one_of("distance", distance, ("euclidean", "cosine"))
-        _check_positive_int("finetune_steps", finetune_steps)
-        _check_positive_float("finetune_lr", finetune_lr)
+        check_one_of("adapt", adapt, ("ncm", "finetune"))
+        check_one_of("distance", distance, ("euclidean", "cosine"))
+        check_positive_int("finetune_steps", finetune_steps)
+        check_positive_float("finetune_lr", finetune_lr)
         self.head = backbone.head
         self.adapt_by, self.distance = adapt, distance
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
@@ -76,7 +76,7 @@ class SupervisedTransfer(MetricLearner):
         if self.adapt_by == "ncm":
             return super().episode(task, training=False, steps=steps, every_step=every_step)
         steps = self.eval_inner_steps if steps is None else steps
-        _check_positive_int("steps", steps, minimum=0)
+        check_positive_int("steps", steps, minimum=0)
         with torch.no_grad():  # the body stays frozen: only the new head learns
             support, query = self.embed_tasks(task)
         ways = int(task.support_y.max()) + 1

@@ -22,12 +22,16 @@ Nothing in the rest of ``lit_meta`` imports this package (bar the ``lit-meta fed
 ``flwr`` is only needed to federate.
 """
 
-from lit_meta.federated.client import MetaClient, ProximalTerm, client_app
-from lit_meta.federated.data import FederatedData
-from lit_meta.federated.grid import InProcessGrid
-from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays
-from lit_meta.federated.run import FederatedRun
-from lit_meta.federated.server import FederationError, Guarded, federate, server_app
+from lit_meta.extras import require_extra
+
+require_extra("federated", "federated meta-learning (lit_meta.federated, `lit-meta federate`)", ("flwr",))
+
+from lit_meta.federated.client import MetaClient, ProximalTerm, client_app  # noqa: E402
+from lit_meta.federated.data import FederatedData  # noqa: E402
+from lit_meta.federated.grid import InProcessGrid  # noqa: E402
+from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays  # noqa: E402
+from lit_meta.federated.run import FederatedRun  # noqa: E402
+from lit_meta.federated.server import FederationError, Guarded, federate, server_app  # noqa: E402
 
 __all__ = [
     "FederatedData",

@@ -22,12 +22,12 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch import seed_everything
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context  # as LightningCLI does
 
-from lit_meta._checks import _check_positive_int
 from lit_meta._cli_errors import parser_message, root_cause
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.run import FederatedRun
 from lit_meta.federated.server import FederationError
 from lit_meta.files import cannot_write, write_failure
+from lit_meta.validation import check_positive_int
 
 PROG = "lit-meta federate"
 
@@ -65,7 +65,7 @@ def parse(args: list[str]) -> FederatedRun:
         options = [o for action in parser._actions for o in action.option_strings]
         raise ValueError(parser_message(str(err), options)) from None
     if config.num_threads is not None:
-        _check_positive_int("num_threads", config.num_threads)
+        check_positive_int("num_threads", config.num_threads)
         torch.set_num_threads(config.num_threads)
     # The model's section as LightningCLI stores hyper-parameters: the parser's own YAML dump.
     dumped = yaml.safe_load(parser.dump(config, skip_none=False))["model"]

@@ -20,7 +20,6 @@ from flwr.clientapp import ClientApp
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from torch import Tensor
 
-from lit_meta._checks import _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.records import (
     arrays_dtype,
@@ -32,6 +31,7 @@ from lit_meta.federated.records import (
     personal_names,
     without,
 )
+from lit_meta.validation import check_positive_int, check_type
 
 
 class ProximalTerm(Callback):
@@ -88,9 +88,9 @@ class MetaClient:
         precision: str = "32-true",
         personal: Sequence[str] = (),
     ) -> None:
-        _check_type("learner", learner, MetaLearner)
-        _check_positive_int("local_steps", local_steps)
-        _check_type("seed", seed, int)
+        check_type("learner", learner, MetaLearner)
+        check_positive_int("local_steps", local_steps)
+        check_type("seed", seed, int)
         if not callable(data):
             raise TypeError(
                 f"Expected `data` to be a callable (partition_id, server_round), but got {type(data).__name__}."

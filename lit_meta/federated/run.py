@@ -31,16 +31,15 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
-from lit_meta._imports import import_subclass
 from lit_meta.algorithms.base import MetaLearner
-from lit_meta.checkpoints import config_class_paths, read_checkpoint, trusted_modules
+from lit_meta.checkpoints import check_same_learner, config_class_paths, read_checkpoint, trusted_modules
 from lit_meta.federated.client import MetaClient, client_app
 from lit_meta.federated.data import FederatedData
 from lit_meta.federated.grid import InProcessGrid
 from lit_meta.federated.records import load_arrays, personal_names
 from lit_meta.federated.server import FederationError, federate
 from lit_meta.files import atomic_open, atomic_torch_save, check_writable_folder
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +220,7 @@ def resume_from(
     checkpoint = read_checkpoint(path, "a federated round checkpoint", trusted)
     if "federated" not in checkpoint:
         raise ValueError(f"Expected a checkpoint written by `lit-meta federate` in {path!r}, but got another file.")
-    saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    if saved is not None and import_subclass(saved, MetaLearner) is not type(learner):
-        raise ValueError(f"Expected a checkpoint of {type(learner).__name__} to resume, but {path!r} holds a {saved}.")
+    check_same_learner(type(learner), checkpoint.get("hyper_parameters", {}).get("_class_path"))
     _check_same_settings(path, checkpoint["federated"].get("settings"), settings)
     learner.load_state_dict(checkpoint["state_dict"])
     load_strategy_state(strategy, checkpoint["federated"]["strategy"])
@@ -308,27 +305,27 @@ class FederatedRun:
         resume: str | None = None,
         overwrite: bool = False,
     ) -> None:
-        _check_type("model", model, MetaLearner)
-        _check_type("data", data, FederatedData)
-        _check_type("strategy", strategy, Strategy)
+        check_type("model", model, MetaLearner)
+        check_type("data", data, FederatedData)
+        check_type("strategy", strategy, Strategy)
         for name in ("rounds", "local_steps", "min_replies", "evaluate_every", "num_cpus"):
-            _check_positive_int(name, locals()[name])
-        _check_one_of("backend", backend, ("in_process", "simulation"))
-        _check_one_of("transfer", transfer, ("float32", "float16"))
-        _check_positive_float("round_timeout", round_timeout)
-        _check_positive_float("client_gpus", client_gpus, allow_zero=True)
+            check_positive_int(name, locals()[name])
+        check_one_of("backend", backend, ("in_process", "simulation"))
+        check_one_of("transfer", transfer, ("float32", "float16"))
+        check_positive_float("round_timeout", round_timeout)
+        check_positive_float("client_gpus", client_gpus, allow_zero=True)
         if backend == "simulation" and accelerator in ("gpu", "cuda") and client_gpus == 0:
             raise ValueError(
                 f"Expected `client_gpus` > 0 for simulated clients on accelerator {accelerator!r} (Ray hides the "
                 f"GPUs from clients that ask for none), but got {client_gpus}."
             )
-        _check_type("seed", seed, int)
+        check_type("seed", seed, int)
         self.model, self.data, self.strategy = model, data, strategy
         self.rounds, self.local_steps, self.backend = rounds, local_steps, backend
         self.min_replies, self.round_timeout, self.evaluate_every = min_replies, round_timeout, evaluate_every
         self.seed, self.accelerator, self.precision, self.num_cpus = seed, accelerator, precision, num_cpus
         self.client_gpus = client_gpus
-        _check_type("overwrite", overwrite, bool)
+        check_type("overwrite", overwrite, bool)
         self.log_dir, self.version, self.resume, self.transfer = log_dir, version, resume, transfer
         self.overwrite = overwrite
         self.personal = personal_names(model, personal) if personal else []  # checked before round 1

@@ -30,11 +30,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
-from lit_meta._checks import _check_one_of, _check_positive_float, _check_positive_int, _check_type
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.grid import NodeSubset
 from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays, learner_arrays, personal_names, without
 from lit_meta.functional import pooled_mean_ci95
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +176,15 @@ class Guarded(Strategy):
         seed: int = 0,
         transfer: Literal["float32", "float16"] = "float32",
     ) -> None:
-        _check_type("strategy", strategy, Strategy)
-        _check_one_of("transfer", transfer, ("float32", "float16"))
-        _check_type("seed", seed, int)
-        _check_positive_int("min_replies", min_replies)
-        _check_positive_int("evaluate_every", evaluate_every)
-        _check_positive_int("round_offset", round_offset, minimum=0)
-        _check_type("metric", metric, str)
+        check_type("strategy", strategy, Strategy)
+        check_one_of("transfer", transfer, ("float32", "float16"))
+        check_type("seed", seed, int)
+        check_positive_int("min_replies", min_replies)
+        check_positive_int("evaluate_every", evaluate_every)
+        check_positive_int("round_offset", round_offset, minimum=0)
+        check_type("metric", metric, str)
         if last_round is not None:
-            _check_positive_int("last_round", last_round)
+            check_positive_int("last_round", last_round)
         self.strategy, self.min_replies, self.roles, self.metric = strategy, min_replies, roles, metric
         self.evaluate_every, self.last_round, self.round_offset = evaluate_every, last_round, round_offset
         self.seed, self.transfer = seed, transfer
@@ -385,13 +385,13 @@ def federate(
         FederationError: a node did not say which client it is, a round had fewer than
             ``min_replies`` usable replies, or an evaluated round had no usable evaluation reply.
     """
-    _check_positive_int("rounds", rounds)
-    _check_positive_int("local_steps", local_steps)
-    _check_type("seed", seed, int)
-    _check_positive_int("start_round", start_round, minimum=0)
-    _check_positive_float("round_timeout", round_timeout)
+    check_positive_int("rounds", rounds)
+    check_positive_int("local_steps", local_steps)
+    check_type("seed", seed, int)
+    check_positive_int("start_round", start_round, minimum=0)
+    check_positive_float("round_timeout", round_timeout)
     if expected_nodes is not None:
-        _check_positive_int("expected_nodes", expected_nodes)
+        check_positive_int("expected_nodes", expected_nodes)
     if start_round >= rounds:
         raise ValueError(f"Expected `start_round` < {rounds} rounds, but got {start_round}.")
     names = personal_names(learner, personal) if personal else []

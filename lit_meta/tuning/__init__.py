@@ -15,7 +15,11 @@ Nothing in the rest of ``lit_meta`` imports this package (bar the ``lit-meta tun
 Optuna is only needed to tune.
 """
 
-from lit_meta.tuning.space import Dimension, load_space, parse_space
-from lit_meta.tuning.study import TuneSpec, counted, open_study, work
+from lit_meta.extras import require_extra
+
+require_extra("tune", "hyper-parameter search (lit_meta.tuning, `lit-meta tune`)")
+
+from lit_meta.tuning.space import Dimension, load_space, parse_space  # noqa: E402
+from lit_meta.tuning.study import TuneSpec, counted, open_study, work  # noqa: E402
 
 __all__ = ["Dimension", "TuneSpec", "counted", "load_space", "open_study", "parse_space", "work"]

@@ -34,13 +34,13 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from lit_meta._checks import _check_positive_float, _check_positive_int
 from lit_meta._cli_errors import CommandLineError
 from lit_meta.tuning.fit_config import best_config_yaml, check_space
 from lit_meta.tuning.report import check_writable, format_table, trial_rows, write_atomically, write_csv
 from lit_meta.tuning.space import load_space
 from lit_meta.tuning.storage import STORAGE_TIMEOUT
 from lit_meta.tuning.study import TrialError, TuneSpec, counted, open_study, work
+from lit_meta.validation import check_positive_float, check_positive_int
 
 PROG = "lit-meta tune"
 # A worker process trains on one thread and leaves the progress to the command that started it.
@@ -113,13 +113,13 @@ def parse(argv: list[str]) -> tuple[TuneSpec, argparse.Namespace]:
     go to every trial's ``lit-meta fit`` (``--trainer.max_steps=500``)."""
     options, fit_overrides = build_parser().parse_known_args(argv)
     for name in ("n_trials", "workers", "heartbeat", "grace", "pruner_min_epochs", "storage_timeout"):
-        _check_positive_int(name, getattr(options, name))
-    _check_positive_int("max_retry", options.max_retry, minimum=0)
-    _check_positive_int("pruner_startup", options.pruner_startup, minimum=0)
+        check_positive_int(name, getattr(options, name))
+    check_positive_int("max_retry", options.max_retry, minimum=0)
+    check_positive_int("pruner_startup", options.pruner_startup, minimum=0)
     if not 0 < options.pruner_percentile <= 100:
         raise ValueError(f"Expected 0 < `pruner_percentile` <= 100, but got {options.pruner_percentile}.")
     if options.timeout is not None:
-        _check_positive_float("timeout", options.timeout)
+        check_positive_float("timeout", options.timeout)
     if options.grace <= options.heartbeat:
         raise ValueError(f"Expected `grace` > `heartbeat` ({options.heartbeat} s), but got {options.grace}.")
     if stray := [a for a in fit_overrides if a.startswith("-") and not a.startswith("--")]:

@@ -102,7 +102,7 @@ def test_splits_per_group_cuts_each_alphabet_by_drawer(omniglot_dir):
     # Every training sample is in exactly one client; each holds 5 drawers of each of its 24 classes.
     every = sorted(i for s in train for i in s.indices)
     assert every == list(range(960))
-    _, labels, _ = partition.data._split("train")
+    _, labels, _ = partition.data.split_data("train")
     counts = np.bincount([labels[i] for i in train[0].indices])
     assert set(counts[counts > 0]) == {5} and (counts > 0).sum() == 24
 
@@ -182,7 +182,7 @@ def test_dirichlet_clients_of_omniglot_train_and_test(omniglot_dir):
 
 def test_global_labels_name_each_training_sample_by_its_class_in_the_training_split(omniglot_dir):
     partition = ClientPartition(_omniglot(omniglot_dir, global_labels=True))
-    dataset, labels, names = partition.data._split("train")
+    dataset, labels, names = partition.data.split_data("train")
     by_image = {dataset[i][0].numpy().tobytes(): labels[i] for i in range(len(dataset))}
     client = partition(1, server_round=2)
     client.setup("fit")

@@ -42,7 +42,7 @@ def _omniglot(path, split: str) -> OmniglotDataModule:
 
 
 def _class_names(data: OmniglotDataModule, split: str) -> list[str]:
-    return list(data._split(split)[2])
+    return list(data.split_data(split)[2])
 
 
 def test_minimal_drops_a_shared_alphabet_and_a_renamed_character(tmp_path):

@@ -102,10 +102,10 @@ def test_training_tasks_within_one_alphabet_and_rotation(data_dir):
     # Three training alphabets, each in four rotations: twelve groups of four characters.
     assert episodes.groups[:4] == ["Alphabet_0", "Alphabet_1", "Alphabet_2", "Alphabet_0 (rotated 90)"]
     assert len(episodes.groups) == 12
-    _, labels, class_names = data._split("train")
+    _, labels, class_names = data.split_data("train")
     groups = dict(zip(class_names, data.class_groups("train")))
     owner = {}
-    dataset, _, _ = data._split("train")
+    dataset, _, _ = data.split_data("train")
     for index in range(len(dataset)):
         image, label = dataset[index]
         owner[image.numpy().tobytes()] = groups[class_names[label]]

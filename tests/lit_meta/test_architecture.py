@@ -30,10 +30,12 @@ def _runtime_nodes(tree: ast.AST):
         yield from _runtime_nodes(node)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module ``path`` imports when it runs, at any depth (lazy imports in functions count)."""
+def imports_of(path: Path, annotations: bool = False) -> set[str]:
+    """Every module ``path`` imports when it runs, at any depth (lazy imports in functions count);
+    with ``annotations``, those under ``if TYPE_CHECKING:`` too."""
     found: set[str] = set()
-    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree) if annotations else _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -42,10 +44,12 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    """``{module: modules of the three packages it imports}``."""
+def graph(annotations: bool = False) -> dict[str, set[str]]:
+    """``{module: modules of the three packages it imports}`` (``annotations``: type-only imports too)."""
     modules = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
-    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+    return {
+        name: {m for m in imports_of(path, annotations) if m in modules and m != name} for name, path in modules.items()
+    }
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -85,8 +89,43 @@ def test_lit_meta_imports_neither_datamodules_nor_callbacks():
     assert offenders == []
 
 
+def private_imports(path: Path) -> list[str]:
+    """The private (``_``-prefixed) modules or names of ``lit_meta`` that ``path`` imports, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [n for n in names if n.split(".")[0] == "lit_meta" and any(p.startswith("_") for p in n.split("."))]
+    return found
+
+
+def test_datamodules_and_callbacks_use_only_the_public_names_of_lit_meta():
+    offenders = sorted(
+        f"{path.relative_to(ROOT)} imports {name}"
+        for package in ("datamodules", "callbacks")
+        for path in (ROOT / package).rglob("*.py")
+        for name in private_imports(path)
+    )
+    assert offenders == []
+
+
+def test_the_private_import_check_finds_private_imports(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from lit_meta._imports import x\nfrom lit_meta.tasks import _private\nimport lit_meta.tasks\n")
+    assert private_imports(path) == ["lit_meta._imports", "lit_meta._imports.x", "lit_meta.tasks._private"]
+
+
 def test_the_three_packages_have_no_import_cycle():
     assert find_cycle(graph()) is None
+
+
+def test_no_import_cycle_even_through_type_annotations():
+    # adaptation and evaluation type the learner by a protocol (lit_meta.evaluation.EpisodicLearner).
+    assert find_cycle(graph(annotations=True)) is None
 
 
 @pytest.mark.parametrize(

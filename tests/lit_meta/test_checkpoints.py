@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_meta.checkpoints import TRUSTED_MODULES_ENV, load_learner, read_checkpoint, resolve_class
+from lit_meta.algorithms.checkpoints import load_learner
+from lit_meta.checkpoints import TRUSTED_MODULES_ENV, read_checkpoint, resolve_class
 from lit_meta.cli import main
 from lit_meta.models import MLP
 from tests.helpers.checkpoints import task_folders

@@ -182,7 +182,7 @@ def test_print_config_of_a_stack_resolves_every_episode_argument(capsys):
     episode_arguments = {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD}
     assert episode_arguments <= set(data["init_args"])
     # base.yaml's values, the experiment's file over them, the backbone file it names.
-    assert data["init_args"]["data_dir"] == "../shared/data/omniglot" and data["init_args"]["shots"] == 1
+    assert data["init_args"]["data_dir"] is None and data["init_args"]["shots"] == 1  # the user data folder
     assert data["init_args"]["ways"] == 40 and data["init_args"]["eval_ways"] == 20
     assert config["trainer"]["check_val_every_n_epoch"] == 2 and config["trainer"]["max_steps"] == 2000
     assert config["model"]["init_args"]["backbone"]["init_args"]["downsample"] == "maxpool"
@@ -380,9 +380,29 @@ def test_console_script_is_installed():
     assert all(command in result.stdout for command in ("fit", "validate", "test", "predict"))
 
 
-def test_import_without_learn2learn_says_how_to_install():
-    code = "import sys; sys.modules['learn2learn'] = None; import lit_meta"
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import lit_meta.algorithms",
+        "import datamodules",
+        "from lit_meta.cli import main; main(['fit', '--help'])",
+    ],
+)
+def test_without_learn2learn_one_line_says_how_to_install_it(code):
+    code = f"import sys; sys.modules['learn2learn'] = None; {code}"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0
-    assert "lit-meta needs learn2learn 0.2.0, which is not installed" in result.stderr
-    assert "make setup" in result.stderr
+    assert "Expected learn2learn 0.2.0, but it is not installed: run `lit-meta install-learn2learn`" in result.stderr
+    if "main(" in code:
+        assert result.returncode == 2 and result.stderr.startswith("lit-meta fit: error: Expected learn2learn")
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_package_imports_and_the_installer_runs_without_learn2learn():
+    code = (
+        "import sys; sys.modules['learn2learn'] = None; import lit_meta; "
+        "from lit_meta.cli import main; main(['install-learn2learn', '--help'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "Build learn2learn 0.2.0 for this Python" in result.stdout

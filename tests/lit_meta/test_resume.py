@@ -203,8 +203,8 @@ def sinusoid_checkpoint(data_dir, tmp_path_factory):
     [
         (
             "--model.class_path=lit_meta.algorithms.MetaSGD",
-            "Expected a checkpoint of lit_meta.algorithms.MetaSGD (`model.class_path`) to resume this run, but got "
-            "one of lit_meta.algorithms.MAML.",
+            "Expected a checkpoint of lit_meta.algorithms.MetaSGD to resume this run, but got one of "
+            "lit_meta.algorithms.MAML.",
         ),
         (
             "--data.init_args.shots=5",
