@@ -6,7 +6,8 @@
 # 2. Install the wheel into a fresh virtual environment. Its dependencies (torch, Lightning,
 #    learn2learn, ...) are the development environment's, made visible by a `.pth` line, so nothing
 #    is downloaded twice; lit_meta, datamodules and callbacks must come from the wheel (checked).
-# 3. From a temporary folder: `lit-meta new` of the sinusoid example, `lit-meta fit` of it for a few
+# 3. `lit-meta install-learn2learn` into it (from the wheel `make setup` cached: no download).
+# 4. From a temporary folder: `lit-meta new` of the sinusoid example, `lit-meta fit` of it for a few
 #    hundred steps, `lit-meta test` of its checkpoint, and the example's own learner (a module in
 #    that folder) trained by class path, without PYTHONPATH.
 #
@@ -49,6 +50,13 @@ for package in (lit_meta, datamodules, callbacks):
         sys.exit(f"error: {package.__name__} was imported from {package.__file__}, not from the wheel")
 print(f"lit-meta {lit_meta.__version__} from {lit_meta.__file__}")
 EOF
+
+echo "== lit-meta install-learn2learn (a pip user's step on Python >= 3.11; the wheel make setup built)"
+# learn2learn is visible here already (the .pth above): pip is told to install it anyway, without its
+# dependencies (visible too), so that the install itself is what is checked.
+PIP_FORCE_REINSTALL=1 PIP_NO_DEPS=1 lit-meta install-learn2learn --wheel-dir "$ROOT/.cache/wheels"
+"$work/venv/bin/python" -c "import learn2learn, sys; sys.exit(None if learn2learn.__file__.startswith('$site')
+  else 'error: learn2learn was not installed into the fresh environment')"
 
 echo "== lit-meta new, fit, test, and the user's own learner, from $work/user"
 lit-meta new project --example sinusoid
