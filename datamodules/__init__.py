@@ -12,6 +12,7 @@ from datamodules.image_folder import ImageFolderDataModule  # noqa: E402
 from datamodules.mini_imagenet import MiniImageNetDataModule  # noqa: E402
 from datamodules.omniglot import OmniglotDataModule  # noqa: E402
 from datamodules.sinusoid import SinusoidDataModule, sample_sinusoid_tasks  # noqa: E402
+from datamodules.synthetic import SyntheticDevices, synthetic_device  # noqa: E402
 from datamodules.tiered_imagenet import TieredImageNetDataModule  # noqa: E402
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "MiniImageNetDataModule",
     "OmniglotDataModule",
     "SinusoidDataModule",
+    "SyntheticDevices",
     "TieredImageNetDataModule",
     "sample_sinusoid_tasks",
+    "synthetic_device",
 ]

@@ -41,6 +41,7 @@ from datamodules.episodic import (
     labels_to_indices,
     rank_share_batches,
 )
+from datamodules.synthetic import SyntheticDevices
 from lit_meta.federated.data import FederatedData
 from lit_meta.images import ImagePreprocessing
 from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
@@ -307,3 +308,8 @@ class ClientPartition(FederatedData):
 
     def preprocessing(self) -> ImagePreprocessing | None:
         return self.data.preprocessing()
+
+
+class SyntheticFederation(SyntheticDevices, FederatedData):
+    """:class:`SyntheticDevices` as the clients of ``lit-meta federate`` (a
+    :class:`~lit_meta.federated.data.FederatedData`); its arguments are those of :class:`SyntheticDevices`."""
