@@ -6,13 +6,17 @@ CNN-4 (64 filters, max-pool), 28x28 inputs, 1 support and 15 queries per class, 
 alternate, so machine load hits both. On CUDA the batched path is what ``inner_loop: auto`` picks.
 
     .venv/bin/python benchmarks/inner_loop_omniglot.py [--device cuda] [--precision 32 bf16 16] [--steps 10]
+
+``--json PATH`` also writes the table as JSON (rewritten after each row: a crash keeps the rows before it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -61,16 +65,32 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16", "16"])
     parser.add_argument("--meta_batch", type=int, nargs="+", default=[4, 16, 32])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {name}")
+    result = {"torch": torch.__version__, "device": name, "steps": args.steps, "rows": []}
     print("| precision | meta-batch | clone s/step | batched s/step | batched speed-up |")
     print("|---|---:|---:|---:|---:|")
     for precision in args.precision:
         for meta_batch in args.meta_batch:
-            clone = seconds_per_step("clone", meta_batch, args.device, precision, args.steps)
-            batched = seconds_per_step("batched", meta_batch, args.device, precision, args.steps)
-            print(f"| {precision} | {meta_batch} | {clone:.3f} | {batched:.3f} | {clone / batched:.2f}x |", flush=True)
+            row: dict = {"precision": precision, "meta_batch": meta_batch}
+            for loop in ("clone", "batched"):
+                try:  # a loop the learner refuses (BatchNorm under autocast, batched) is recorded, not fatal
+                    row[f"{loop}_s_per_step"] = seconds_per_step(loop, meta_batch, args.device, precision, args.steps)
+                except (ValueError, RuntimeError) as err:
+                    row[f"{loop}_s_per_step"], row[f"{loop}_error"] = None, str(err).splitlines()[0][:300]
+            clone, batched = row["clone_s_per_step"], row["batched_s_per_step"]
+            row["batched_speedup"] = clone / batched if clone and batched else None
+
+            def shown(value: float | None) -> str:
+                return "refused" if value is None else f"{value:.3f}"
+
+            speedup = "-" if row["batched_speedup"] is None else f"{row['batched_speedup']:.2f}x"
+            print(f"| {precision} | {meta_batch} | {shown(clone)} | {shown(batched)} | {speedup} |", flush=True)
+            result["rows"].append(row)
+            if args.json:
+                Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ growth of the process's peak resident memory over its state before the first ste
 second-order graph is alive at a time instead of the meta-batch's.
 
     .venv/bin/python benchmarks/maml_memory.py [--device cpu|cuda] [--meta_batch 4 16 32]
+
+``--json PATH`` also writes the table as JSON (rewritten after each row: a crash keeps the rows before it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -58,12 +61,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--meta_batch", type=int, nargs="+", default=[4, 16, 32])
+    parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.device, int(args.child[0]), args.child[1] == "1")))
         return
     print(f"torch {torch.__version__}, device {args.device}")
+    output = {"torch": torch.__version__, "device": args.device, "rows": []}
     print("| meta-batch | backward_per_task | peak memory (MiB) | seconds per meta-step |")
     print("|---:|---|---:|---:|")
     for meta_batch in args.meta_batch:
@@ -77,10 +82,17 @@ def main() -> None:
                 str(meta_batch),
                 str(int(per_task)),
             ]
-            result = json.loads(
-                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-            )
-            print(f"| {meta_batch} | {per_task} | {result['peak_mib']:.0f} | {result['seconds']:.2f} |", flush=True)
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:  # an out-of-memory child is a row with its error, not the end of the table
+                error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
+                print(f"| {meta_batch} | {per_task} | failed: {error} | |", flush=True)
+                output["rows"].append({"meta_batch": meta_batch, "backward_per_task": per_task, "error": error})
+            else:
+                result = json.loads(done.stdout.splitlines()[-1])
+                print(f"| {meta_batch} | {per_task} | {result['peak_mib']:.0f} | {result['seconds']:.2f} |", flush=True)
+                output["rows"].append({"meta_batch": meta_batch, "backward_per_task": per_task, **result})
+            if args.json:
+                Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import learn2learn as l2l
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -16,6 +15,9 @@ from lit_meta.batch_norm import PerStepBatchNorm, affine_outside_batch_norm, con
 from lit_meta.functional import gradient_surrogate, multi_step_loss_weights, sgd_step, task_losses
 from lit_meta.tasks import Task
 from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
+
+if TYPE_CHECKING:
+    import learn2learn as l2l  # imported where a clone is made: a command's start does not pay for it
 
 INNER_LOOPS = ("auto", "clone", "batched")
 _NORMS = (nn.modules.batchnorm._BatchNorm, PerStepBatchNorm)
@@ -167,6 +169,8 @@ class MAML(MetaLearner):
 
     def wrap(self, adapted: nn.Module) -> l2l.algorithms.MAML | l2l.algorithms.MetaSGD:
         """The learn2learn learner whose ``clone()``/``adapt()`` run the inner loop."""
+        import learn2learn as l2l
+
         return l2l.algorithms.MAML(adapted, lr=self.inner_lr, first_order=self.first_order)
 
     def inner_lrs(self, step: int) -> float | dict[str, Tensor]:
@@ -297,7 +301,9 @@ class MAML(MetaLearner):
             for name, g in zip(self._adapted_names, grads)
         }
         # learn2learn's differentiable update, here with the step already scaled (rate 1).
-        learner.module = l2l.algorithms.maml.maml_update(learner.module, 1.0, [steps.get(n) for n in named])
+        from learn2learn.algorithms.maml import maml_update
+
+        learner.module = maml_update(learner.module, 1.0, [steps.get(n) for n in named])
 
     def _set_step(self, module: nn.Module, step: int) -> None:
         if self.per_step_batch_norm:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import learn2learn as l2l
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from lit_meta.algorithms.maml import MAML
+
+if TYPE_CHECKING:
+    import learn2learn as l2l  # imported where a clone is made: a command's start does not pay for it
 
 
 class MetaSGD(MAML):
@@ -26,6 +30,8 @@ class MetaSGD(MAML):
     per_weight_lrs = True
 
     def wrap(self, adapted: nn.Module) -> l2l.algorithms.MetaSGD:
+        import learn2learn as l2l
+
         return l2l.algorithms.MetaSGD(adapted, lr=self.inner_lr, first_order=self.first_order)
 
     def inner_lrs(self, step: int) -> dict[str, Tensor]:
