@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c $(PINS)
 # Where the datamodules find their data (lit_meta.paths; a user's default is ~/.cache/lit-meta).
 export LIT_META_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-slow clean docs package-check
+.PHONY: setup demo test test-slow clean docs package-check bench-peers gpu-suite
 
 setup: $(STAMP)
 
@@ -58,3 +58,28 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(WHEELS) lightning_logs
+
+# lit-meta against easyfsl and learn2learn's Lightning layer (benchmarks/peers.py; 10-15 minutes on 2 cores):
+# the table goes to docs/benchmarks/peers.md and lightning_logs/bench_peers/peers.json. The peers live in their
+# own virtual environment, which sees .venv's packages (one torch for both sides) through a .pth line.
+PEERS_VENV  := .cache/peers-venv
+PEERS_PY    := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): requirements/peers.txt | $(STAMP)
+	rm -rf $(PEERS_VENV)
+	$(PY) -m venv $(PEERS_VENV)
+	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+		> "$$($(PEERS_PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/lit_meta_venv.pth"
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/peers.txt
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PY) benchmarks/peers.py --peers_python $(PEERS_PY)
+
+# The benchmarks to run first on a lent GPU (benchmarks/gpu_suite.py, within 8 minutes), each part in its own
+# process: the inner loop at meta-batch 32 in precisions 32, bf16 and 16, MAML's memory with and without
+# `backward_per_task`, 2-process DDP (where there are 2 GPUs) and benchmarks/peers.py; one JSON file, a failed
+# part recorded in it. No install step: the GPU machine runs the .venv built here.
+gpu-suite:
+	$(PY) benchmarks/gpu_suite.py --device cuda --output gpu_suite.json
