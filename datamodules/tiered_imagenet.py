@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -17,6 +16,7 @@ from datamodules.l2l_benchmark import (
     describe_array,
     remap_labels,
 )
+from lit_meta.checkpoints import load_plain_pickle
 
 
 class TieredImageNetDataModule(Learn2LearnDataModule):
@@ -56,7 +56,7 @@ class TieredImageNetDataModule(Learn2LearnDataModule):
         path = self._files(mode)[1]
         try:
             with open(path, "rb") as f:
-                labels = pickle.load(f)
+                labels = load_plain_pickle(f)  # data only: a class or function it names is refused
         except FORMAT_ERRORS as err:
             raise ValueError(
                 f"Expected a tiered-ImageNet labels pickle (a dict with 'label_specific') in {path!r}, but got a file "

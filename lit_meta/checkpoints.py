@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import os
+import pickle
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -221,3 +223,30 @@ def read_checkpoint(path: str | os.PathLike, what: str = "a checkpoint", trusted
         raise ValueError(f"Expected {what} (a dictionary) in {path!r}, but got a {type(checkpoint).__name__}.")
     check_classes(checkpoint, trusted, f"{what} {path!r}")
     return checkpoint
+
+
+#: The only globals a data pickle from elsewhere may name: numpy arrays and scalars (plain containers,
+#: strings and numbers need none).
+PLAIN_PICKLE_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PLAIN_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a data file never needs; not loaded")
+        return super().find_class(module, name)
+
+
+def load_plain_pickle(file: io.BufferedIOBase) -> object:
+    """A data set's pickle from elsewhere (tiered-ImageNet's labels), read as data: containers, strings,
+    numbers and numpy arrays only; any other class or function it names is refused before it is
+    imported or called, as :func:`read_checkpoint` refuses a checkpoint's.
+
+    Raises:
+        pickle.UnpicklingError: the file names anything else.
+    """
+    return _PlainUnpickler(file).load()

@@ -189,3 +189,22 @@ def test_a_class_the_users_own_config_names_is_trusted_in_that_command(tmp_path,
     named = [a.replace("lit_meta.models.MLP", f"{__name__}.UsersBackbone") for a in MODEL]
     main(["test", *named, logs, f"--ckpt_path={path}"])  # the config names it: the user's choice
     main(["test", *MODEL, logs, f"--ckpt_path={path}", "--trust=[tests.lit_meta]"])
+
+
+def test_a_data_pickle_from_elsewhere_is_read_as_data_only(marker, tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from lit_meta.checkpoints import load_plain_pickle
+
+    labels = {"label_specific": np.arange(3), "label_specific_str": ["a", "b"], "n": np.int64(3)}
+    path = tmp_path / "labels.pkl"
+    path.write_bytes(pickle.dumps(labels))
+    with path.open("rb") as f:
+        loaded = load_plain_pickle(f)
+    assert loaded.keys() == labels.keys() and loaded["label_specific"].tolist() == [0, 1, 2]
+    path.write_bytes(pickle.dumps({"label_specific": Payload()}))
+    with path.open("rb") as f, pytest.raises(pickle.UnpicklingError, match=r"it names posix\.system"):
+        load_plain_pickle(f)
+    assert not marker.exists()
