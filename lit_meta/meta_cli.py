@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,7 +139,11 @@ class MetaCLI(LightningCLI):
                 _check_log_folder(trainer.get("logger"))
                 if config.get("ckpt_path") == "last":
                     resume_version(trainer.get("logger"), self.run_identity.fingerprint)
-                check_new_run(trainer.get("logger"), resuming=bool(config.get("ckpt_path")), overwrite=config.overwrite)
+                # DDP ranks started by rank 0 find its new folder: they neither refuse nor empty it.
+                if _first_process():
+                    check_new_run(
+                        trainer.get("logger"), resuming=bool(config.get("ckpt_path")), overwrite=config.overwrite
+                    )
             except ValueError as err:
                 raise CommandLineError(str(err)) from err
         if trainer is not None and trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):
@@ -154,6 +159,12 @@ class LogDirConfig(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.loggers:
             super().setup(trainer, pl_module, stage)
+
+
+def _first_process() -> bool:
+    """Whether this is the process a user started, not a DDP rank Lightning launched from it (those have
+    ``LOCAL_RANK``/``NODE_RANK`` > 0 in their environment)."""
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("LOCAL_RANK", "NODE_RANK"))
 
 
 def _check_log_folder(logger: Any) -> None:
