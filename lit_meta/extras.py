@@ -79,7 +79,7 @@ def shadowing_note(message: str) -> str:
     """For an error ``message`` about a class of ``datamodules`` or ``callbacks``: which file was
     imported instead of lit-meta's package, if another one shadows it; else ``""``."""
     for package, origin in shadowed().items():
-        if f"'{package}." in message or f"{package}." in message.split("class_path")[-1]:
+        if f"{package}." in message:
             return (
                 f" (`{package}` was imported from {origin!r}, which shadows lit-meta's own `{package}` "
                 "package: rename that folder)"

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -79,8 +80,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def recorded_fingerprint(path: str | os.PathLike) -> str | None:
     """The run fingerprint a checkpoint records (``None``: none, or not a readable checkpoint)."""
-    import torch
-
     try:  # mapped, not read: a folder of large checkpoints is scanned quickly
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - a file that is not a checkpoint records nothing
