@@ -4,7 +4,9 @@ Faults (``--fault``), injected around every node's real ``ClientApp`` (the serve
 real faulty SuperNode would send):
     - ``alternate``: training client ``--client`` raises in odd rounds and hangs past the round
       timeout in even ones, by a second, so that it is free again for the next round (it fails
-      every round);
+      every round). The round timeout bounds a round's whole exchange: give the run
+      ``--client_workers`` >= the clients sampled a round, so that the others run beside the hanging
+      one (with one worker, the messages after it come past the deadline and get no call);
     - ``scaled``: training client ``--client`` sends ``global + scale * (its update)`` (a client
       whose update is 10x too large, or a crude attack).
 
@@ -63,7 +65,7 @@ def main() -> None:
     options = parser.parse_args()
     args = options.federate[1:] if options.federate[:1] == ["--"] else options.federate
     run, hang = parse(args), threading.Event()
-    wrap = faulty(options.fault, options.client, options.scale, hang, run.round_timeout + 1.0)
+    wrap = faulty(options.fault, options.client, options.scale, hang, run.settings.round_timeout + 1.0)
     try:
         outputs = run.run(wrap_client_app=wrap)
     finally:

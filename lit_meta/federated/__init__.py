@@ -6,17 +6,24 @@ what a meta-learner needs on top of it:
 - :class:`~lit_meta.federated.client.MetaClient`: a client that wraps any lit-meta learner, loads the
   received weights, meta-trains them for a few meta-steps on its own tasks with a Lightning
   ``Trainer`` and replies with the new weights; it evaluates by adapting to its own tasks.
-- :class:`~lit_meta.federated.grid.InProcessGrid`: a Flower ``Grid`` that runs the real ``ClientApp``
-  of each node serially in this process: deterministic, no Ray, for tests and small runs.
-- :mod:`~lit_meta.federated.records`: the learner's weights as a Flower ``ArrayRecord`` and the checks
-  a reply must pass before it may enter an aggregate.
-- :mod:`~lit_meta.federated.server`: :class:`~lit_meta.federated.server.Guarded` around any Flower
-  strategy (node roles, reply checks, pooled personalised accuracy, bytes) and :func:`federate`.
 - :class:`~lit_meta.federated.data.FederatedData`: the clients' data contract
   (``datamodules.federated.ClientPartition`` implements it).
+- :class:`~lit_meta.federated.grid.InProcessGrid`: a Flower ``Grid`` that runs the real ``ClientApp``
+  of each node in this process (serially and deterministic, or some side by side within the round
+  timeout): no Ray, for tests and small runs.
+- :mod:`~lit_meta.federated.records`: the learner's weights as a Flower ``ArrayRecord`` and the checks
+  a reply must pass before it may enter an aggregate.
+- :mod:`~lit_meta.federated.roles`: which node is which client (asked, or known from the data), checked
+  once, and the strategy checked against them.
+- :class:`~lit_meta.federated.settings.RunSettings`: the rounds' settings, validated once.
+- :class:`~lit_meta.federated.guarded.Guarded`: any Flower strategy with clients chosen by role,
+  replies checked, weights sent in the transfer dtype, and the test clients' results pooled;
+  :func:`~lit_meta.federated.server.federate` runs it on any grid.
 - :class:`~lit_meta.federated.run.FederatedRun`: a whole run of ``lit-meta federate``
   (:mod:`~lit_meta.federated.cli`) on the in-process grid, Flower's simulation or (through
-  :mod:`~lit_meta.federated.app`) its deployment runtime; TensorBoard, checkpoints, resume.
+  :mod:`~lit_meta.federated.app`) its deployment runtime; what it writes after every round
+  (:mod:`~lit_meta.federated.outputs`), its round checkpoints and resume
+  (:mod:`~lit_meta.federated.checkpoint`).
 
 Nothing in the rest of ``lit_meta`` imports this package (bar the ``lit-meta federate`` dispatch), so
 ``flwr`` is only needed to federate.
@@ -28,10 +35,13 @@ require_extra("federated", "federated meta-learning (lit_meta.federated, `lit-me
 
 from lit_meta.federated.client import MetaClient, ProximalTerm, client_app  # noqa: E402
 from lit_meta.federated.data import FederatedData  # noqa: E402
+from lit_meta.federated.errors import FederationError  # noqa: E402
 from lit_meta.federated.grid import InProcessGrid  # noqa: E402
+from lit_meta.federated.guarded import Guarded  # noqa: E402
 from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays  # noqa: E402
 from lit_meta.federated.run import FederatedRun  # noqa: E402
-from lit_meta.federated.server import FederationError, Guarded, federate, server_app  # noqa: E402
+from lit_meta.federated.server import federate  # noqa: E402
+from lit_meta.federated.settings import RunSettings  # noqa: E402
 
 __all__ = [
     "FederatedData",
@@ -41,10 +51,10 @@ __all__ = [
     "InProcessGrid",
     "MetaClient",
     "ProximalTerm",
+    "RunSettings",
     "check_arrays",
     "client_app",
     "federate",
     "learner_arrays",
     "load_arrays",
-    "server_app",
 ]

@@ -24,8 +24,8 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_c
 
 from lit_meta._cli_errors import parser_message, root_cause
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.federated.errors import FederationError
 from lit_meta.federated.run import FederatedRun
-from lit_meta.federated.server import FederationError
 from lit_meta.files import cannot_write, write_failure
 from lit_meta.validation import check_positive_int
 

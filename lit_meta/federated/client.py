@@ -31,6 +31,7 @@ from lit_meta.federated.records import (
     personal_names,
     without,
 )
+from lit_meta.federated.settings import RunSettings
 from lit_meta.validation import check_positive_int, check_type
 
 
@@ -95,9 +96,37 @@ class MetaClient:
             raise TypeError(
                 f"Expected `data` to be a callable (partition_id, server_round), but got {type(data).__name__}."
             )
+        names = personal_names(learner, personal) if personal else []
+        self._set(learner, data, local_steps, seed, accelerator, precision, names)
+
+    @classmethod
+    def of_run(
+        cls,
+        learner: MetaLearner,
+        data: ClientData,
+        settings: RunSettings,
+        accelerator: str = "cpu",
+        precision: str = "32-true",
+    ) -> MetaClient:
+        """The client of a run whose ``settings``, learner and data were checked when the run was built
+        (:class:`~lit_meta.federated.run.FederatedRun`): its ``local_steps``, ``seed`` and ``personal``
+        weights (their resolved names) are the settings', not checked again."""
+        client = cls.__new__(cls)
+        client._set(learner, data, settings.local_steps, settings.seed, accelerator, precision, list(settings.personal))
+        return client
+
+    def _set(
+        self,
+        learner: MetaLearner,
+        data: ClientData,
+        local_steps: int,
+        seed: int,
+        accelerator: str,
+        precision: str,
+        personal: list[str],
+    ) -> None:
         self.learner, self.data, self.local_steps, self.seed = learner, data, local_steps, seed
-        self.accelerator, self.precision = accelerator, precision
-        self.personal = personal_names(learner, personal) if personal else []
+        self.accelerator, self.precision, self.personal = accelerator, precision, personal
 
     def train(self, message: Message, context: Context) -> Message:
         """Meta-train the received weights on this client's tasks; reply with weights and metrics.

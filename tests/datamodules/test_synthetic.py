@@ -3,6 +3,7 @@ and a ``lit-meta federate`` run on it end to end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from types import SimpleNamespace
@@ -287,7 +288,12 @@ def test_lit_meta_federate_runs_the_configs_on_50_devices(tmp_path, monkeypatch)
         ]
     )
     result = json.loads((tmp_path / "run" / "federated_result.json").read_text())
-    assert result["settings"]["clients"] == {str(k): "train" if k < 40 else "test" for k in range(50)}
+    roles = "".join("train\n" if k < 40 else "test\n" for k in range(50))
+    assert result["settings"]["clients"] == {
+        "train": 40,
+        "test": 10,
+        "sha256": hashlib.sha256(roles.encode()).hexdigest(),
+    }
     assert [(r["round"], r["sent"], r["replies"], r["test-tasks"]) for r in result["rounds"]] == [
         (1, 4, 4, 4),
         (2, 4, 4, 4),

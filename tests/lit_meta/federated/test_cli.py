@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -62,10 +63,12 @@ def run_dir(data_dir, tmp_path_factory) -> Path:
 
 def test_the_result_file_records_every_round_and_each_test_client(run_dir):
     result = json.loads((run_dir / "federated_result.json").read_text())
-    assert result["settings"]["clients"] == {"0": "train", "1": "train", "2": "test", "3": "test"}
+    # Counts and the sha256 of the roles in partition order, one a line: the same size for any number of clients.
+    digest = hashlib.sha256(b"train\ntrain\ntest\ntest\n").hexdigest()
+    assert result["settings"]["clients"] == {"train": 2, "test": 2, "sha256": digest}
     assert [r["round"] for r in result["rounds"]] == [1, 2]
     last = result["rounds"][-1]
-    assert (last["sent"], last["replies"], last["failures"]) == (2, 2, 0)
+    assert (last["sent"], last["replies"], last["late"], last["failures"]) == (2, 2, 0, 0)
     assert last["bytes-sent"] == last["bytes-received"] > 0
     assert last["test-tasks"] == 6 and set(last["clients"]) == {"2", "3"}
     assert 0.0 <= last["accuracy"] <= 1.0 and last["accuracy-ci95"] > 0
@@ -78,7 +81,8 @@ def test_the_result_file_records_every_round_and_each_test_client(run_dir):
 def test_tensorboard_has_the_per_round_scalars(run_dir):
     (events,) = run_dir.glob("events.out.tfevents.*")
     scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
-    for tag in ("train-loss", "accuracy", "accuracy-ci95", "replies", "failures", "bytes-sent", "bytes-received"):
+    tags = ("train-loss", "accuracy", "accuracy-ci95", "replies", "late", "failures", "bytes-sent", "bytes-received")
+    for tag in (*tags, "train-seconds", "round-seconds"):
         assert f"federated/{tag}" in scalars
     assert "federated/client_2/accuracy" in scalars
 
@@ -151,10 +155,35 @@ def test_a_resume_with_other_settings_is_refused(option, message, data_dir, tmp_
     assert line.endswith(message.format(ckpt=checkpoint))
 
 
+def test_a_checkpoint_listing_every_clients_role_resumes_compared_by_the_same_summary(data_dir, tmp_path, capsys):
+    federate(data_dir, tmp_path, "--rounds=1", "--version=cut")
+    folder = tmp_path / "cut" / "checkpoints"
+    state = torch.load(folder / "last.ckpt", weights_only=True)
+    summary = state["federated"]["settings"]["clients"]
+    # As checkpoints recorded the clients before summaries: every client's role, by partition id.
+    for name, roles in (("same.ckpt", ["train", "train", "test", "test"]), ("other.ckpt", ["train", "test"] * 2)):
+        state["federated"]["settings"]["clients"] = {str(i): role for i, role in enumerate(roles)}
+        torch.save(state, folder / name)
+    code, line = error_of(capsys, data_dir, tmp_path, "--rounds=2", f"--resume={folder / 'other.ckpt'}")
+    assert code == 2
+    assert line.endswith(f"to resume the run of '{folder / 'other.ckpt'}', but got {summary!r}.")
+    federate(data_dir, tmp_path, "--rounds=2", f"--resume={folder / 'same.ckpt'}")
+    rounds = json.loads((tmp_path / "cut" / "federated_result.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+
+
+def test_a_resume_needs_rounds_beyond_those_done(data_dir, tmp_path, capsys):
+    federate(data_dir, tmp_path, "--rounds=1", "--version=cut")
+    checkpoint = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    code, line = error_of(capsys, data_dir, tmp_path, "--rounds=1", f"--resume={checkpoint}")
+    assert code == 2
+    assert line.endswith(f"Expected `rounds` > 1, the rounds done in '{checkpoint}', but got 1.")
+
+
 def test_an_adaptive_clipping_norm_and_a_momentum_list_come_back_from_the_strategy_state():
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideAdaptiveClipping, FedAvg, FedAvgM
 
-    from lit_meta.federated.run import load_strategy_state, strategy_state
+    from lit_meta.federated.checkpoint import load_strategy_state, strategy_state
 
     def server() -> DifferentialPrivacyServerSideAdaptiveClipping:
         return DifferentialPrivacyServerSideAdaptiveClipping(FedAvgM(), 0.1, num_sampled_clients=2)
@@ -193,7 +222,11 @@ def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_client
     centralised = ("--config", str(CONFIGS / "centralised.yaml"), "--local_steps=2", "--rounds=1")
     federate(data_dir, tmp_path, *centralised, "--version=central")
     result = json.loads((tmp_path / "central" / "federated_result.json").read_text())
-    assert result["settings"]["clients"] == {"0": "train", "1": "test", "2": "test"}
+    assert result["settings"]["clients"] == {
+        "train": 1,
+        "test": 2,
+        "sha256": hashlib.sha256(b"train\ntest\ntest\n").hexdigest(),
+    }
     assert result["rounds"][0]["replies"] == 1 and result["rounds"][0]["test-tasks"] == 6
 
 

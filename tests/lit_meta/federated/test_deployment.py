@@ -7,6 +7,7 @@ One SuperLink per module (per xdist worker) serves every test; only the app's te
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -66,7 +67,11 @@ def test_a_superlink_and_two_authenticated_supernodes_run_the_federated_app_over
     assert status.startswith("finished:completed"), (tmp_path / "flwr_run.log").read_text()[-3000:]
     run = tmp_path / "logs" / "deployed"
     result = json.loads((run / "federated_result.json").read_text())
-    assert result["settings"]["clients"] == {"0": "train", "1": "test"}
+    assert result["settings"]["clients"] == {
+        "train": 1,
+        "test": 1,
+        "sha256": hashlib.sha256(b"train\ntest\n").hexdigest(),
+    }
     assert [(r["round"], r["replies"]) for r in result["rounds"]] == [(1, 1), (2, 1)]
     assert result["rounds"][-1]["test-tasks"] == 3  # the test client evaluated after the last round
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["federated"]["round"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,15 @@ import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from lit_meta.federated import FederationError, InProcessGrid, MetaClient, client_app, federate, learner_arrays
+from lit_meta.federated import (
+    FederationError,
+    InProcessGrid,
+    MetaClient,
+    RunSettings,
+    client_app,
+    federate,
+    learner_arrays,
+)
 from lit_meta.federated.client import ProximalTerm
 from lit_meta.federated.grid import SERVER_NODE_ID
 from lit_meta.federated.records import check_arrays
@@ -20,10 +29,15 @@ from tests.helpers.learners import LEARNERS, build
 FEDERATED = ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matching"]
 
 
-def _grid(learner, nodes: int = 4, wrap=None) -> InProcessGrid:
+def _grid(learner, nodes: int = 4, wrap=None, workers: int = 1) -> InProcessGrid:
     client = MetaClient(learner, ClientBlobs, local_steps=2)
     app = client_app(client)
-    return InProcessGrid(wrap(app) if wrap else app, nodes)
+    return InProcessGrid(wrap(app) if wrap else app, nodes, workers=workers)
+
+
+def _federate(grid, learner, strategy, on_round=None, **settings):
+    """``federate`` with ``RunSettings(**settings)``."""
+    return federate(grid, learner, strategy, RunSettings(**settings), on_round=on_round)
 
 
 def _fedavg(nodes: int, **kwargs) -> FedAvg:
@@ -38,7 +52,7 @@ def _arrays(result) -> dict[str, np.ndarray]:
 def test_every_learner_federates_and_changes_its_weights(name):
     learner = build(name, "classification")
     before = {k: v.numpy() for k, v in learner_arrays(learner).items()}
-    result = federate(_grid(learner), learner, _fedavg(4), rounds=2, local_steps=2)
+    result = _federate(_grid(learner), learner, _fedavg(4), rounds=2, local_steps=2)
     after = _arrays(result)
     assert after.keys() == before.keys()
     assert any(not np.array_equal(after[k], before[k]) for k in before)
@@ -51,14 +65,14 @@ def test_same_seed_gives_identical_weights_4_clients_3_rounds():
     for _ in range(2):
         torch.manual_seed(0)
         learner = build("maml", "classification")
-        runs.append(_arrays(federate(_grid(learner), learner, _fedavg(4), rounds=3, local_steps=2)))
+        runs.append(_arrays(_federate(_grid(learner), learner, _fedavg(4), rounds=3, local_steps=2)))
     assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
 def test_the_aggregate_is_the_mean_weighted_by_client_data_size():
     learner = build("protonet", "classification")
     grid = _grid(learner)
-    result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    result = _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     train = [r for r in grid.replies if r.metadata.message_type == "train"]
     sizes = [r.content.metric_records["metrics"]["num-examples"] for r in train]
     assert sorted(sizes) == [10, 20, 30, 40]
@@ -71,7 +85,7 @@ def test_the_aggregate_is_the_mean_weighted_by_client_data_size():
 def test_plain_average_weights_every_client_alike():
     learner = build("protonet", "classification")
     grid = _grid(learner)
-    result = federate(grid, learner, _fedavg(4, weighted_by_key="unit-weight"), rounds=1, local_steps=2)
+    result = _federate(grid, learner, _fedavg(4, weighted_by_key="unit-weight"), rounds=1, local_steps=2)
     train = [r for r in grid.replies if r.metadata.message_type == "train"]
     for name, value in _arrays(result).items():
         expected = np.mean([r.content.array_records["arrays"][name].numpy() for r in train], axis=0)
@@ -94,7 +108,7 @@ def _failing_node(app, node: int, reply=None):
 def test_a_raising_client_is_left_out_and_the_rest_are_weighted_exactly():
     learner = build("protonet", "classification")
     grid = _grid(learner, wrap=lambda app: _failing_node(app, node=0))
-    result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    result = _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     train = [r for r in grid.replies if r.metadata.message_type == "train" and not r.has_error()]
     assert len(train) == 3
     sizes = [r.content.metric_records["metrics"]["num-examples"] for r in train]
@@ -117,8 +131,8 @@ def _poisoned(message: Message, honest: Message) -> Message:
 def test_nan_weights_are_left_out_of_the_aggregate_with_a_warning(caplog):
     learner = build("protonet", "classification")
     grid = _grid(learner, wrap=lambda app: _failing_node(app, node=3, reply=_poisoned))
-    with caplog.at_level("WARNING", logger="lit_meta.federated.server"):
-        result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    with caplog.at_level("WARNING", logger="lit_meta.federated.guarded"):
+        result = _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     assert all(np.isfinite(v).all() for v in _arrays(result).values())
     assert "left the reply of node 1003 out of the aggregate: Expected finite weights" in caplog.text
 
@@ -137,14 +151,14 @@ def test_a_round_without_a_usable_reply_stops_the_run():
     with pytest.raises(
         FederationError, match=r"Expected >= 1 usable replies in round 1, but got 0 of 4 .*out of memory"
     ):
-        federate(_grid(learner, wrap=broken), learner, _fedavg(4), rounds=2, local_steps=2)
+        _federate(_grid(learner, wrap=broken), learner, _fedavg(4), rounds=2, local_steps=2)
 
 
 def test_a_round_below_min_replies_stops_the_run():
     learner = build("protonet", "classification")
     grid = _grid(learner, wrap=lambda app: _failing_node(app, node=1))
     with pytest.raises(FederationError, match=r"Expected >= 4 usable replies in round 1, but got 3 of 4"):
-        federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, min_replies=4)
+        _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, min_replies=4)
 
 
 def test_weights_of_another_shape_are_refused():
@@ -160,6 +174,11 @@ def test_weights_that_are_not_floating_point_are_refused():
     state = {k: v.to(torch.int64) for k, v in reference.to_torch_state_dict().items()}
     with pytest.raises(ValueError, match=r"Expected floating-point weights `.+`, but got dtype int64\."):
         check_arrays(ArrayRecord(state), reference)
+
+
+# Seconds a round waits for its replies in the tests with a hanging node: the other clients (side by
+# side, `workers=4`) reply well within it even on a loaded machine.
+TIMEOUT = 5.0
 
 
 def _release_hung_nodes(release: threading.Event) -> None:
@@ -183,14 +202,19 @@ def test_a_client_past_the_round_timeout_gives_no_reply_and_the_round_completes(
 
         return wrapped
 
-    grid = _grid(learner, wrap=hanging)
+    grid = _grid(learner, wrap=hanging, workers=4)
+    start = time.monotonic()
     try:
-        result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, round_timeout=2.0)
+        result = _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2, round_timeout=TIMEOUT)
+        elapsed = time.monotonic() - start
     finally:
         _release_hung_nodes(release)
     train = [r for r in grid.replies if r.metadata.message_type == "train"]
     assert sorted(r.content.metric_records["metrics"]["num-examples"] for r in train) == [10, 20, 40]
     assert result.arrays is not None
+    record = result.rounds[1]
+    assert (record["sent"], record["replies"], record["late"], record["failures"]) == (4, 3, 1, 0)
+    assert elapsed < 20  # the round did not wait for the node hanging 30 s (a bound on a hang, not a speed)
 
 
 def test_one_client_failing_every_round_alternately_raising_and_hanging():
@@ -207,17 +231,18 @@ def test_one_client_failing_every_round_alternately_raising_and_hanging():
 
         return wrapped
 
-    grid, aggregates, seen = _grid(learner, wrap=faulty), {}, [0]
+    grid, aggregates, seen = _grid(learner, wrap=faulty, workers=4), {}, [0]
 
     def on_round(server_round, arrays, record):  # the round's aggregate and the replies it came from
         aggregates[server_round] = ({k: v.numpy() for k, v in arrays.items()}, grid.replies[seen[0] :])
         seen[0] = len(grid.replies)
 
     try:
-        result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=2.0, on_round=on_round)
+        result = _federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=TIMEOUT, on_round=on_round)
     finally:
         _release_hung_nodes(release)
-    assert [result.rounds[r]["replies"] for r in (1, 2)] == [3, 3]
+    counts = [(result.rounds[r]["replies"], result.rounds[r]["late"], result.rounds[r]["failures"]) for r in (1, 2)]
+    assert counts == [(3, 0, 1), (3, 1, 0)]  # raised, then no reply before the deadline
     for server_round in (1, 2):
         aggregate, replies = aggregates[server_round]
         train = [r for r in replies if r.metadata.message_type == "train" and not r.has_error()]
@@ -254,7 +279,7 @@ def _update_size(proximal_mu: float) -> float:
     learner = build("protonet", "classification")
     before = {k: v.numpy() for k, v in learner_arrays(learner).items()}
     strategy = FedProx(proximal_mu=proximal_mu, min_train_nodes=4, min_available_nodes=4, min_evaluate_nodes=4)
-    after = _arrays(federate(_grid(learner), learner, strategy, rounds=1, local_steps=2))
+    after = _arrays(_federate(_grid(learner), learner, strategy, rounds=1, local_steps=2))
     return float(sum(np.square(after[k] - before[k]).sum() for k in before))
 
 
@@ -267,7 +292,7 @@ def test_float16_transfer_halves_the_bytes_and_aggregates_in_float32():
     for transfer in ("float32", "float16"):
         torch.manual_seed(0)
         learner = build("protonet", "classification")
-        result = federate(_grid(learner), learner, _fedavg(4), rounds=2, local_steps=2, transfer=transfer)
+        result = _federate(_grid(learner), learner, _fedavg(4), rounds=2, local_steps=2, transfer=transfer)
         runs[transfer] = (_arrays(result), result.rounds[2])
     (full, full_round), (half, half_round) = runs["float32"], runs["float16"]
     # Flower counts each entry's dtype and shape too: the weights' own bytes halve exactly.
@@ -284,7 +309,7 @@ def test_partial_federation_keeps_each_clients_head_in_its_context_state():
     learner = build("maml", "classification")
     client = MetaClient(learner, ClientBlobs, local_steps=2, personal=["*head*"])
     grid = InProcessGrid(client_app(client), 4)
-    result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, personal=["*head*"])
+    result = _federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, personal=client.personal)
     head = ["maml.module.head.weight", "maml.module.head.bias"]
     assert set(_arrays(result)) == set(learner_arrays(learner)) - set(head)  # only the body travelled
     sent = [r for r in grid.replies if r.metadata.message_type == "train"]
@@ -320,7 +345,7 @@ def test_a_node_that_cannot_say_which_client_it_is_stops_the_run_before_round_1(
         match=r"Expected every node to say which client it is, but got no answer from 1 of 4 "
         r"\(node 1002: RuntimeError: no query handler\)",
     ):
-        federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+        _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     assert not [r for r in grid.replies if r.metadata.message_type == "train"]
 
 
@@ -342,7 +367,7 @@ def test_a_node_with_an_unknown_role_stops_the_run_before_round_1():
     with pytest.raises(
         FederationError, match=r"Expected node 1001's role to be one of 'train', 'test', 'both', but got 'Train'\."
     ):
-        federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+        _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     assert not [r for r in grid.replies if r.metadata.message_type == "train"]
 
 
@@ -354,7 +379,7 @@ def test_two_nodes_with_one_partition_id_stop_the_run_before_round_1():
         FederationError,
         match=r"Expected one node per partition id, but got 2 nodes \(1001, 1002\) with partition id 1\.",
     ):
-        federate(grid, learner, _fedavg(3), rounds=1, local_steps=2)
+        _federate(grid, learner, _fedavg(3), rounds=1, local_steps=2)
 
 
 def _failing_evaluation(app, nodes: set[int], reply=None):
@@ -378,8 +403,8 @@ def _nan_accuracy(honest: Message) -> Message:
 def test_an_evaluation_with_a_nan_metric_is_left_out_and_counted(caplog):
     learner = build("protonet", "classification")
     grid = _grid(learner, wrap=lambda app: _failing_evaluation(app, {2}, reply=_nan_accuracy))
-    with caplog.at_level("WARNING", logger="lit_meta.federated.server"):
-        result = federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
+    with caplog.at_level("WARNING", logger="lit_meta.federated.guarded"):
+        result = _federate(grid, learner, _fedavg(4), rounds=1, local_steps=2)
     record = result.rounds[1]
     assert record["eval-failures"] == 1 and sorted(record["clients"]) == [0, 1, 3]
     assert np.isfinite(record["accuracy"])
@@ -393,7 +418,7 @@ def test_a_round_whose_every_evaluation_fails_stops_the_run():
         FederationError,
         match=r"Expected >= 1 usable evaluation reply in round 1, but got 0 of 4 \(node \d+: RuntimeError: GPU lost; ",
     ):
-        federate(grid, learner, _fedavg(4), rounds=2, local_steps=2)
+        _federate(grid, learner, _fedavg(4), rounds=2, local_steps=2)
 
 
 def test_a_node_still_busy_past_the_timeout_gets_no_message_until_its_call_ends(caplog):
@@ -409,10 +434,10 @@ def test_a_node_still_busy_past_the_timeout_gets_no_message_until_its_call_ends(
 
         return wrapped
 
-    grid = _grid(learner, wrap=slow)
+    grid = _grid(learner, wrap=slow, workers=4)
     try:
         with caplog.at_level("WARNING", logger="lit_meta.federated.grid"):
-            result = federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=2.0)
+            result = _federate(grid, learner, _fedavg(4), rounds=2, local_steps=2, round_timeout=TIMEOUT)
     finally:
         _release_hung_nodes(release)
     assert calls == [1]  # never a second call beside the first
@@ -425,11 +450,11 @@ def test_each_round_seeds_the_generators_flower_samples_and_draws_noise_from():
 
     from flwr.app import ConfigRecord
 
-    from lit_meta.federated.server import Guarded
+    from lit_meta.federated.guarded import Guarded
 
     learner = build("protonet", "classification")
     grid, arrays = _grid(learner), learner_arrays(learner)
-    guarded = Guarded(_fedavg(4), seed=3)
+    guarded = Guarded(_fedavg(4), RunSettings(rounds=2, local_steps=1, seed=3))
     draws = []
     for server_round in (1, 1, 2):
         guarded.configure_train(server_round, arrays, ConfigRecord(), grid)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_meta.federated import InProcessGrid, MetaClient, client_app, federate, learner_arrays
+from lit_meta.federated import InProcessGrid, MetaClient, RunSettings, client_app, federate, learner_arrays
 from lit_meta.federated.strategies import InverseVarianceFedAvg
 from lit_meta.functional import inverse_variance_weights
 from tests.helpers.federated import ClientBlobs
@@ -56,7 +56,7 @@ def test_the_strategy_aggregates_with_the_inverse_variance_weights():
     initial = {k: v.numpy().astype(np.float64) for k, v in learner_arrays(learner).items()}
     grid = InProcessGrid(client_app(MetaClient(learner, ClientBlobs, local_steps=2)), 3)
     strategy = InverseVarianceFedAvg(min_train_nodes=3, min_available_nodes=3, min_evaluate_nodes=3)
-    result = federate(grid, learner, strategy, rounds=1, local_steps=2)
+    result = federate(grid, learner, strategy, RunSettings(rounds=1, local_steps=2))
     train = [r for r in grid.replies if r.metadata.message_type == "train"]
     states = [{k: v.numpy().astype(np.float64) for k, v in r.content.array_records["arrays"].items()} for r in train]
     # Independent re-implementation in float64 numpy: each flattened update's mean squared deviation
