@@ -9,7 +9,10 @@ its own), rounds alternating the order of the sides so that machine load hits al
 
 1. Prototypical Networks (15 queries per class, one task per step, Adam 1e-3) vs **easyfsl** (its
    ``PrototypicalNetworks`` and ``TaskSampler``, trained by the plain loop of its README) and vs learn2learn's
-   ``LightningPrototypicalNetworks`` (``EpisodicBatcher`` over a learn2learn ``TaskDataset``).
+   ``LightningPrototypicalNetworks`` (``EpisodicBatcher`` over a learn2learn ``TaskDataset``). Each pair is the
+   same model: against easyfsl, which scores by the Euclidean distance (``torch.cdist``), lit-meta runs with
+   ``distance="euclidean_unsquared"`` (side ``lit-meta-unsquared``); against learn2learn, which scores by the
+   squared distance of Snell et al., with its default ``"euclidean"`` (side ``lit-meta``).
 2. Second-order MAML (inner lr 0.4, 1 step in training and 3 at test, 5 queries per class, meta-batch 8, Adam
    1e-3) vs learn2learn's ``LightningMAML`` (meta-batch by ``accumulate_grad_batches``, as its example does).
    Each side reports seconds per meta-step, peak RSS, and the accuracy after training on the **same** 600 test
@@ -21,10 +24,13 @@ its own), rounds alternating the order of the sides so that machine load hits al
 4. Command start: ``lit-meta fit --help`` vs ``python -c "import lightning.pytorch"`` (median, alternating).
 
 Ratios are lit-meta / peer. The peers live in ``.cache/peers-venv`` (``make bench-peers`` builds it from
-``requirements/peers.txt``); without it only lit-meta's side runs.
+``requirements/peers.txt``); without it only lit-meta's side runs. ``--device cuda`` trains and tests parts 1
+and 2 on the GPU (every side: models and batches moved there, the clock synchronised before it is read; the
+peak GPU memory allocated is reported too) and leaves the docs page alone; parts 3 and 4 are the CPU's.
 
     make bench-peers
     .venv/bin/python benchmarks/peers.py [--peers_python .cache/peers-venv/bin/python] [--quick] [--rounds 4]
+    .venv/bin/python benchmarks/peers.py --device cuda --markdown /tmp/peers-cuda.md
 """
 
 from __future__ import annotations
@@ -64,7 +70,14 @@ ALGORITHMS = {
     "maml": {"queries": 5, "meta_batch": 8, "downsample": "stride"},
 }
 MAML_INNER_LR, MAML_TEST_STEPS, LR = 0.4, 3, 1e-3
-SIDES = {"protonet": ("lit-meta", "easyfsl", "l2l-lightning"), "maml": ("lit-meta", "l2l-lightning")}
+SIDES = {
+    "protonet": ("lit-meta", "lit-meta-unsquared", "easyfsl", "l2l-lightning"),
+    "maml": ("lit-meta", "l2l-lightning"),
+}
+#: Prototypical Networks' distance on each lit-meta side.
+DISTANCES = {"lit-meta": "euclidean", "lit-meta-unsquared": "euclidean_unsquared"}
+#: The lit-meta side each peer is measured against: the same model, distance included.
+LIT_META_SIDE = {"easyfsl": "lit-meta-unsquared", "l2l-lightning": "lit-meta"}
 PEER_NAMES = {
     "easyfsl": "easyfsl PrototypicalNetworks + TaskSampler, plain loop",
     "l2l-lightning": "learn2learn Lightning layer + EpisodicBatcher",
@@ -162,19 +175,31 @@ def learn2learn_layout(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy:
 
 
 # ---- one side's run (in its own process) --------------------------------------------------------------------
+def is_lit_meta(side: str) -> bool:
+    return side.startswith("lit-meta")
+
+
+def clock_time(device: str) -> float:
+    """``time.perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def make_clock(base: type) -> type:
     """A callback class (of Lightning ``base.Callback``) timing meta-steps after the warm-up ones."""
 
     class Clock(base.Callback):
-        def __init__(self, warmup: int) -> None:
-            self.warmup, self.start = warmup, None
+        def __init__(self, warmup: int, device: str) -> None:
+            self.warmup, self.device, self.start = warmup, device, None
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if self.start is None and trainer.global_step == self.warmup:
-                self.start = time.perf_counter()
+                self.start = clock_time(self.device)
 
         def on_train_end(self, trainer, pl_module) -> None:
-            self.seconds_per_step = (time.perf_counter() - self.start) / (trainer.global_step - self.warmup)
+            elapsed = clock_time(self.device) - self.start
+            self.seconds_per_step = elapsed / (trainer.global_step - self.warmup)
 
     return Clock
 
@@ -182,7 +207,7 @@ def make_clock(base: type) -> type:
 def trainer_options(job: dict) -> dict:
     """What both Lightning sides' trainers share: no validation, checkpoint, progress bar or summary."""
     return {
-        "accelerator": "cpu",
+        "accelerator": "gpu" if job["device"] == "cuda" else "cpu",
         "devices": 1,
         "max_steps": job["steps"],
         "limit_val_batches": 0,
@@ -204,7 +229,7 @@ def run_lit_meta(job: dict) -> dict:
     data = omniglot(job["data_dir"], shape, job["steps"], job["test_tasks"])
     backbone = lit_meta_backbone(shape["downsample"])
     if job["algorithm"] == "protonet":
-        learner = PrototypicalNetworks(backbone)
+        learner = PrototypicalNetworks(backbone, distance=DISTANCES[job["side"]])
     else:
         learner = MAML(
             backbone,
@@ -214,8 +239,8 @@ def run_lit_meta(job: dict) -> dict:
             first_order=False,
             inner_loop="clone",
         )
-    clock = make_clock(lightning)(job["warmup"])
-    logger = TensorBoardLogger(job["log_dir"], name=f"lit-meta-{job['algorithm']}")
+    clock = make_clock(lightning)(job["warmup"], job["device"])
+    logger = TensorBoardLogger(job["log_dir"], name=f"{job['side']}-{job['algorithm']}")
     trainer = lightning.Trainer(**trainer_options(job), logger=logger, callbacks=[clock])
     trainer.fit(learner, data)
     result = {"seconds_per_step": clock.seconds_per_step, "training_rss_mib": peak_rss_mib()}
@@ -252,26 +277,28 @@ def run_easyfsl(job: dict, bank: dict) -> dict:
     loader = DataLoader(train, batch_sampler=sampler, num_workers=0, collate_fn=sampler.episodic_collate_fn)
     backbone = PlainCNN4("maxpool")
     backbone.load_state_dict(bank["init"]["maxpool"])
-    model = PrototypicalNetworks(backbone.features)
+    device = job["device"]
+    model = PrototypicalNetworks(backbone.features).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     criterion = nn.CrossEntropyLoss()
     model.train()
-    for step, (support_x, support_y, query_x, query_y, _) in enumerate(loader):
+    for step, episode in enumerate(loader):
         if step == job["warmup"]:
-            start = time.perf_counter()
+            start = clock_time(device)
+        support_x, support_y, query_x, query_y = (t.to(device) for t in episode[:4])
         optimizer.zero_grad()
         model.process_support_set(support_x, support_y)
         loss = criterion(model(query_x), query_y)
         loss.backward()
         optimizer.step()
-    result["seconds_per_step"] = (time.perf_counter() - start) / (job["steps"] - job["warmup"])
+    result["seconds_per_step"] = (clock_time(device) - start) / (job["steps"] - job["warmup"])
     result["training_rss_mib"] = peak_rss_mib()
     if job["test"]:
         test, tasks, accuracies = BankImages(bank["test"]), bank["test_tasks"], []
         model.eval()
         with torch.no_grad():
             for i in range(len(tasks["support"])):
-                support_x, support_y, query_x, query_y = fixed_task(test, tasks, i)
+                support_x, support_y, query_x, query_y = (t.to(device) for t in fixed_task(test, tasks, i))
                 model.process_support_set(support_x, support_y)
                 accuracies.append((model(query_x).argmax(1) == query_y).float().mean().item())
         result["accuracies"] = accuracies
@@ -311,7 +338,7 @@ def run_learn2learn_lightning(job: dict, bank: dict) -> dict:
         module = LightningMAML(backbone, adaptation_lr=MAML_INNER_LR, adaptation_steps=1, **episodes)
     # One epoch for the whole run, as lit-meta's (learn2learn's example makes every meta-batch an epoch).
     batcher = EpisodicBatcher(tasks, epoch_length=job["steps"] * shape["meta_batch"])
-    clock = make_clock(pl)(job["warmup"])
+    clock = make_clock(pl)(job["warmup"], job["device"])
     logger = TensorBoardLogger(job["log_dir"], name=f"l2l-{job['algorithm']}")
     trainer = pl.Trainer(
         **trainer_options(job), accumulate_grad_batches=shape["meta_batch"], logger=logger, callbacks=[clock]
@@ -323,9 +350,10 @@ def run_learn2learn_lightning(job: dict, bank: dict) -> dict:
         if job["algorithm"] == "maml":
             module.adaptation_steps = MAML_TEST_STEPS  # LightningMAML adapts as many steps in training and test
         accuracies = []
+        module.to(job["device"])  # Lightning hands the module back on the CPU after fit
         with torch.no_grad():  # as trainer.test with inference_mode=False (its default fails, see the probe)
             for i in range(len(fixed["support"])):
-                batch = learn2learn_layout(*fixed_task(test, fixed, i))
+                batch = tuple(t.to(job["device"]) for t in learn2learn_layout(*fixed_task(test, fixed, i)))
                 accuracies.append(module.meta_learn(batch, i, WAYS, SHOTS, TEST_QUERIES)[1].item())
         result["accuracies"] = accuracies
         probe = EpisodicBatcher(tasks, test_tasks=FixedTasks(test, fixed), epoch_length=1)
@@ -364,13 +392,17 @@ def run_job(job: dict) -> dict:
     """One side's measurement (in whatever process calls it); failures are reported, not raised."""
     torch.set_num_threads(1)
     try:
-        bank = torch.load(job["bank"], weights_only=False) if job["side"] != "lit-meta" else None
-        runner = {"lit-meta": run_lit_meta, "easyfsl": run_easyfsl, "l2l-lightning": run_learn2learn_lightning}
-        result = runner[job["side"]](job) if bank is None else runner[job["side"]](job, bank)
+        if is_lit_meta(job["side"]):
+            result = run_lit_meta(job)
+        else:
+            bank = torch.load(job["bank"], weights_only=False)
+            result = {"easyfsl": run_easyfsl, "l2l-lightning": run_learn2learn_lightning}[job["side"]](job, bank)
     except Exception as err:  # noqa: BLE001 - what could not run is part of the result
         traceback.print_exc()
         result = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
     result["peak_rss_mib"] = peak_rss_mib()
+    if job["device"] == "cuda":
+        result["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     result["versions"] = versions()
     return result
 
@@ -486,6 +518,7 @@ def training_jobs(args: argparse.Namespace, sides: list[str], tmp: Path) -> list
                 steps = args.steps[algorithm] if r == 0 else min(args.timing_steps, args.steps[algorithm])
                 job = {"side": side, "algorithm": algorithm, "round": r, "steps": steps}
                 job.update(warmup=args.warmup, test=r == 0, test_tasks=args.test_tasks, data_dir=args.data_dir)
+                job["device"] = args.device
                 jobs.append({**job, "bank": str(tmp / "bank.pt"), "log_dir": str(tmp / "logs")})
     return jobs
 
@@ -493,11 +526,10 @@ def training_jobs(args: argparse.Namespace, sides: list[str], tmp: Path) -> list
 def run_training(args: argparse.Namespace, jobs: list[dict], tmp: Path) -> list[dict]:
     """Each job in its own process (peak RSS per side). ``--quick``: one process per interpreter;
     ``--in_process``: lit-meta's jobs in this one (their RSS is then this process's)."""
-    python = {"lit-meta": sys.executable}
     if not args.quick:
         results = []
         for job in jobs:
-            result = run_children([job], python.get(job["side"], args.peers_python), tmp)[0]
+            result = run_children([job], sys.executable if is_lit_meta(job["side"]) else args.peers_python, tmp)[0]
             results.append(result)
             figures = (
                 result.get("error")
@@ -508,7 +540,7 @@ def run_training(args: argparse.Namespace, jobs: list[dict], tmp: Path) -> list[
         return results
     results: dict[int, dict] = {}
     for lit_meta in (True, False):
-        mine = [i for i, job in enumerate(jobs) if (job["side"] == "lit-meta") == lit_meta]
+        mine = [i for i, job in enumerate(jobs) if is_lit_meta(job["side"]) == lit_meta]
         if not mine:
             continue
         if lit_meta and args.in_process:
@@ -592,6 +624,8 @@ def summarise(runs: list[dict]) -> dict:
         summary.update(seconds_per_step=statistics.median(per_round), seconds_per_round=per_round)
         summary["training_rss_mib"] = max(run["training_rss_mib"] for run in ok)
         summary["peak_rss_mib"] = max(run["peak_rss_mib"] for run in ok)
+        if all("cuda_peak_mib" in run for run in ok):
+            summary["cuda_peak_mib"] = max(run["cuda_peak_mib"] for run in ok)
         tested = [run for run in ok if "accuracies" in run]
         if tested:
             mean, ci = mean_ci95(torch.tensor(tested[0]["accuracies"]))
@@ -610,11 +644,15 @@ def rows(report: dict) -> list[tuple[str, str, str, str, str]]:
     """The table: (comparison, figure, lit-meta, peer, lit-meta / peer)."""
     table = []
     for algorithm, peers in report["training"].items():
-        lit = peers["lit-meta"]
-        name = {"protonet": "Prototypical Networks", "maml": "MAML (2nd order, meta-batch 8)"}[algorithm]
         for peer, side in peers.items():
-            if peer == "lit-meta":
+            if is_lit_meta(peer):
                 continue
+            lit = peers.get(LIT_META_SIDE[peer], {"errors": [f"no {LIT_META_SIDE[peer]} side"]})
+            name = {"protonet": "Prototypical Networks", "maml": "MAML (2nd order, meta-batch 8)"}[algorithm]
+            if algorithm == "protonet":
+                name += {"lit-meta": " (squared Euclidean distance)", "lit-meta-unsquared": " (Euclidean distance)"}[
+                    LIT_META_SIDE[peer]
+                ]
             label = f"{name} vs {PEER_NAMES[peer]}"
             if side.get("errors") and "seconds_per_step" not in side:
                 table.append((label, "could not run", fmt_side(lit, "seconds_per_step"), side["errors"][0], "–"))
@@ -623,7 +661,7 @@ def rows(report: dict) -> list[tuple[str, str, str, str, str]]:
                 ("s / meta-step", "seconds_per_step"),
                 ("peak RSS after training (MiB)", "training_rss_mib"),
                 ("peak RSS with the test (MiB)", "peak_rss_mib"),
-            )
+            ) + ((("peak CUDA memory allocated (MiB)", "cuda_peak_mib"),) if "cuda_peak_mib" in lit else ())
             for figure, key in figures:
                 table.append(
                     (label, figure, fmt_side(lit, key), fmt_side(side, key), ratio(lit.get(key), side.get(key)))
@@ -735,6 +773,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_data = Path(os.environ.get("LIT_META_DATA", ROOT.parent / "shared" / "data")) / "omniglot"
     parser.add_argument("--data_dir", default=str(default_data))
     parser.add_argument("--peers_python", default=str(PEERS_PYTHON), help="the peers' interpreter (make bench-peers)")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where parts 1 and 2 train and test (default cpu)"
+    )
     sides, parts = ["lit-meta", "easyfsl", "l2l-lightning"], ["protonet", "maml", "sampling", "start"]
     parser.add_argument("--sides", nargs="+", choices=sides, default=sides)
     parser.add_argument("--parts", nargs="+", choices=parts, default=parts)
@@ -749,7 +790,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--output", "--json", default=str(ROOT / "lightning_logs" / "bench_peers" / "peers.json"), help="the report"
     )
-    parser.add_argument("--markdown", default=None, help=f"page to update (default {DOCS_PAGE}; none with --quick)")
+    parser.add_argument(
+        "--markdown", default=None, help=f"page to update (default {DOCS_PAGE}; none with --quick or on cuda)"
+    )
     parser.add_argument("--quick", action="store_true", help="a few steps and tasks: a smoke test in seconds")
     parser.add_argument("--in_process", action="store_true", help="lit-meta's side in this process (tests)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -758,7 +801,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.protonet_steps, args.maml_steps, args.warmup, args.rounds = 3, 2, 1, 1
         args.test_tasks, args.sampling_batches, args.start_repeats = 4, 2, 1
-    if args.markdown is None and not args.quick:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("Expected a CUDA device for `--device cuda`, but got none (torch.cuda.is_available() is False).")
+    if args.markdown is None and not args.quick and args.device == "cpu":  # the page's table is the CPU's
         args.markdown = str(DOCS_PAGE)
     args.steps = {"protonet": args.protonet_steps, "maml": args.maml_steps}
     args.algorithms = [a for a in ("protonet", "maml") if a in args.parts]
@@ -814,6 +859,8 @@ def main(argv: list[str] | None = None) -> dict:
     if len(sides) > 1 and not Path(args.peers_python).exists():
         print(f"no peers' interpreter {args.peers_python} (`make bench-peers` builds it): lit-meta's side only")
         sides = ["lit-meta"]
+    if "easyfsl" in sides:  # easyfsl's pair: lit-meta with easyfsl's distance
+        sides.insert(1, "lit-meta-unsquared")
     torch.set_num_threads(1)
     try:
         report = measure(args, sides)
@@ -829,6 +876,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.protonet_steps} Prototypical Networks and {args.maml_steps} MAML meta-steps, then "
             f"{args.rounds - 1} more rounds of {args.timing_steps} steps to time ({args.warmup} warm-up steps not "
             f"timed in each); {args.test_tasks} test tasks; one thread"
+            + ("" if args.device == "cpu" else f"; parts 1 and 2 on {args.device}")
         ),
         "machine": machine(),
         "wall_seconds": time.perf_counter() - began,

@@ -13,7 +13,7 @@ same key gives the same task in every run, process and worker count.
 - Validation/test: a fixed set of ``val_tasks`` / ``test_tasks`` tasks keyed ``(eval_seed, split, i)``;
   under DDP rank ``r`` takes tasks ``r, r + W, r + 2W, ...``: each task is evaluated exactly once.
 
-learn2learn's transforms draw from Python's global ``random``; :func:`_sample_task` seeds it from the
+learn2learn's transforms draw from Python's global ``random``; :meth:`_Episodes.draw` seeds it from the
 key and restores it afterwards.
 """
 
@@ -221,8 +221,9 @@ class _Episodes:
         self.ways, self.shots, self.queries, self.global_labels = ways, shots, queries, global_labels
         self.augment = augment
 
-    def task(self, key: TaskKey) -> Task:
-        """The task of ``key``: support ``(1, ways*shots, ...)``, query ``(1, ways*queries, ...)``."""
+    def draw(self, key: TaskKey) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The samples of the task of ``key``, not yet split: images ``(N, ...)``, labels ``(N,)`` in
+        ``[0, ways)``, and (``global_labels``) the dataset label of each of those ``ways`` classes, else ``None``."""
         state = random.getstate()
         random.seed(key_seed(key))
         try:
@@ -233,11 +234,29 @@ class _Episodes:
         if self.augment is not None:  # drawn from the key too: the same task in every run
             x = self.augment(x, torch.Generator().manual_seed(key_seed((*key, _AUGMENT_STREAM))))
         if not self.global_labels:
-            return split_support_query(x[None], y[None], self.shots, self.queries, self.ways)
-        # Split on each class's rank among the task's classes, then give every sample its dataset label.
+            return x, y, None
+        # Split on each class's rank among the task's classes; the dataset labels are put back after.
         classes, local = torch.unique(y, return_inverse=True)
-        task = split_support_query(x[None], local[None], self.shots, self.queries, self.ways)
-        return Task(task.support_x, classes[task.support_y], task.query_x, classes[task.query_y])
+        return x, local, classes
+
+    def task(self, key: TaskKey) -> Task:
+        """The task of ``key``: support ``(1, ways*shots, ...)``, query ``(1, ways*queries, ...)``."""
+        return self.tasks([key])
+
+    def tasks(self, keys: Sequence[TaskKey]) -> Task:
+        """The meta-batch of ``keys``: support ``(B, ways*shots, ...)``, query ``(B, ways*queries, ...)``."""
+        return split_drawn([self.draw(key) for key in keys], self.shots, self.queries, self.ways)
+
+
+def split_drawn(drawn: Sequence[tuple[Tensor, Tensor, Tensor | None]], shots: int, queries: int, ways: int) -> Task:
+    """One :func:`~lit_meta.tasks.split_support_query` for a meta-batch of drawn tasks (:meth:`_Episodes.draw`),
+    their labels made the dataset's where a task carries its classes'."""
+    xs, ys, classes = zip(*drawn)
+    task = split_support_query(torch.stack(xs), torch.stack(ys), shots, queries, ways)
+    if classes[0] is None:
+        return task
+    classes = torch.stack(classes)  # (B, ways)
+    return Task(task.support_x, classes.gather(1, task.support_y), task.query_x, classes.gather(1, task.query_y))
 
 
 class _GroupedEpisodes:
@@ -260,20 +279,29 @@ class _GroupedEpisodes:
             indices = [i for label in classes for i in members[label]]
             self.episodes.append(_Episodes(Subset(dataset, indices), [labels[i] for i in indices], **options))
 
-    def task(self, key: TaskKey) -> Task:
+    def episodes_of(self, key: TaskKey) -> _Episodes:
+        """The group's episodes that the task of ``key`` comes from."""
         index = key[-1] if self.fixed_set else key_seed((*key, _GROUP_STREAM))
-        return self.episodes[index % len(self.episodes)].task(key)
+        return self.episodes[index % len(self.episodes)]
+
+    def task(self, key: TaskKey) -> Task:
+        return self.tasks([key])
+
+    def tasks(self, keys: Sequence[TaskKey]) -> Task:
+        first = self.episodes[0]
+        drawn = [self.episodes_of(key).draw(key) for key in keys]
+        return split_drawn(drawn, first.shots, first.queries, first.ways)
 
 
 class _MetaBatches(Dataset):
-    """Builds the meta-batch of a tuple of task keys (the "index" the sampler yields)."""
+    """Builds the meta-batch of a tuple of task keys (the "index" the sampler yields), split into support
+    and query sets at once."""
 
     def __init__(self, episodes: _Episodes | _GroupedEpisodes) -> None:
         self.episodes = episodes
 
     def __getitem__(self, keys: tuple[TaskKey, ...]) -> Task:
-        tasks = [self.episodes.task(key) for key in keys]
-        return Task(*(torch.cat(parts) for parts in zip(*tasks)))
+        return self.episodes.tasks(keys)
 
 
 class EpisodeSampler(DistributedSampler):

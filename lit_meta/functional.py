@@ -160,28 +160,40 @@ def prototypes(support_embeddings: Tensor, support_labels: Tensor, ways: int) ->
     return sums / one_hot.sum(1).unsqueeze(-1)
 
 
+#: The distances :func:`prototype_logits` scores by.
+PROTOTYPE_DISTANCES = ("euclidean", "euclidean_unsquared", "cosine")
+
+
 def prototype_logits(
     query_embeddings: Tensor, prototypes: Tensor, distance: str = "euclidean", scale: float = 1.0
 ) -> Tensor:
-    """Logits of each query for each class: ``-||q - c_k||^2`` (Snell et al., 2017, eq. 2) or
-    ``scale * cos(q, c_k)``.
+    """Logits of each query for each class: ``-||q - c_k||^2`` (Snell et al., 2017, eq. 2),
+    ``-||q - c_k||`` or ``scale * cos(q, c_k)``.
 
     Args:
         query_embeddings: ``(B, Nq, D)``.
         prototypes: ``(B, ways, D)``.
-        distance: ``"euclidean"`` (squared Euclidean distance) or ``"cosine"``.
+        distance: ``"euclidean"``: the squared Euclidean distance, as Snell et al. (2017) score (a Bregman
+            divergence, their section 2.3) and learn2learn; ``"euclidean_unsquared"``: the Euclidean distance
+            itself, as easyfsl's ``PrototypicalNetworks`` scores (``torch.cdist``); ``"cosine"``.
         scale: multiplies cosine similarities (in ``[-1, 1]``, too flat for a softmax on their own).
 
     Returns:
         ``(B, Nq, ways)`` logits.
     """
-    if distance == "euclidean":
-        # The explicit difference, not the expanded ||q||^2 - 2 q.c + ||c||^2: exact, and its gradient
-        # is defined at zero distance (torch.cdist's is not).
-        return -(query_embeddings.unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
+    if distance in ("euclidean", "euclidean_unsquared"):
+        # The explicit difference, not the expanded ||q||^2 - 2 q.c + ||c||^2 (which torch.cdist uses for
+        # larger inputs): exact, and its gradient is defined at zero distance.
+        squared = (query_embeddings.unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
+        if distance == "euclidean":
+            return -squared
+        # The square root's gradient is infinite at 0: there it is taken as 0 (as torch.cdist takes it).
+        positive = squared > 0
+        return -torch.where(positive, squared, 1.0).sqrt().where(positive, 0.0)
     if distance == "cosine":
         return scale * F.normalize(query_embeddings, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
-    raise ValueError(f"Expected `distance` to be one of 'euclidean', 'cosine', but got {distance!r}.")
+    choices = ", ".join(repr(d) for d in PROTOTYPE_DISTANCES)
+    raise ValueError(f"Expected `distance` to be one of {choices}, but got {distance!r}.")
 
 
 def linear_probe_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int, steps: int, lr: float) -> Tensor:
@@ -429,3 +441,119 @@ def relational_distance_losses(student_features: Tensor, teacher_features: Tenso
 
     student, teacher = normalised_distances(student_features), normalised_distances(teacher_features.detach())
     return F.smooth_l1_loss(student, teacher, reduction="none").mean(1)
+
+
+def proximal_gradients(
+    params: Mapping[str, Tensor], grads: Mapping[str, Tensor], anchor: Mapping[str, Tensor], lam: float
+) -> dict[str, Tensor]:
+    """Gradients of ``f(theta) + lam / 2 * ||theta - anchor||^2`` given those of ``f``:
+    ``grad + lam * (theta - anchor)``.
+
+    The proximal (regularised) objective of Ditto's personal model (Li, Hu, Beirami and Smith, ICML
+    2021, eq. 2: ``anchor`` is the round's global model) and of pFedMe's personalised model (Dinh, Tran
+    and Nguyen, NeurIPS 2020, eq. 2: ``anchor`` is the local model ``w``).
+
+    Args:
+        params: ``theta`` by name, any shapes.
+        grads: ``grad f(theta)`` by name, shaped like ``params``.
+        anchor: the point ``theta`` is pulled towards, shaped like ``params``; a constant.
+        lam: the proximal weight ``lambda >= 0`` (0: the plain gradients).
+
+    Returns:
+        The gradients of the proximal objective by name; differentiable in ``params`` and ``grads``.
+    """
+    check_positive_float("lam", lam, allow_zero=True)
+    return {name: grads[name] + lam * (p - anchor[name].detach()) for name, p in params.items()}
+
+
+def proximal_sgd_step(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    anchor: Mapping[str, Tensor],
+    lr: float,
+    lam: float,
+) -> dict[str, Tensor]:
+    """One gradient step on ``f(theta) + lam / 2 * ||theta - anchor||^2``:
+    ``theta - lr * (grad f(theta) + lam * (theta - anchor))`` (see :func:`proximal_gradients`).
+
+    Args:
+        params: ``theta`` by name.
+        grads: ``grad f(theta)`` by name.
+        anchor: the proximal centre by name; a constant.
+        lr: step size > 0.
+        lam: proximal weight >= 0.
+
+    Returns:
+        The updated ``theta`` by name.
+    """
+    return sgd_step(params, proximal_gradients(params, grads, anchor, lam), lr)
+
+
+def hessian_vector_product(
+    loss: Tensor, params: Mapping[str, Tensor], vector: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """``H v``, the Hessian of ``loss`` in ``params`` times ``vector``, exactly, by double backward.
+
+    ``H v = grad_theta <grad_theta loss, v>`` with ``v`` a constant (Pearlmutter, 1994): two backward
+    passes, no Hessian formed. Per-FedAvg's Hessian-free variant needs it (Fallah, Mokhtari and
+    Ozdaglar, NeurIPS 2020, section 5, with the product computed exactly instead of by their finite
+    difference).
+
+    Args:
+        loss: a scalar computed from ``params`` (with its graph).
+        params: the tensors ``theta`` by name (requiring gradients).
+        vector: ``v`` by name, shaped like ``params``.
+
+    Returns:
+        ``H v`` by name, detached.
+    """
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
+    inner = sum((g * vector[n].detach()).sum() for n, g in zip(names, grads))
+    if not isinstance(inner, Tensor) or not inner.requires_grad:  # a loss linear in `params`: H = 0
+        return {n: torch.zeros_like(params[n]) for n in names}
+    products = torch.autograd.grad(inner, [params[n] for n in names], allow_unused=True)
+    return {n: torch.zeros_like(params[n]) if h is None else h.detach() for n, h in zip(names, products)}
+
+
+def per_fedavg_hf_gradients(
+    query_grads: Mapping[str, Tensor], hessian_products: Mapping[str, Tensor], alpha: float
+) -> dict[str, Tensor]:
+    """Per-FedAvg's Hessian-free meta-gradient, ``(I - alpha H(w; D'')) grad f(w_tmp; D')``, from its parts.
+
+    Fallah, Mokhtari and Ozdaglar, "Personalized Federated Learning with Theoretical Guarantees: A
+    Model-Agnostic Meta-Learning Approach", NeurIPS 2020, eq. (10): with ``w_tmp = w - alpha grad
+    f(w; D)``, the local update is ``w <- w - beta * (query_grads - alpha * hessian_products)``.
+
+    Args:
+        query_grads: ``g = grad f(w_tmp; D')`` by name.
+        hessian_products: ``H(w; D'') g`` by name (:func:`hessian_vector_product`).
+        alpha: the inner step size > 0.
+
+    Returns:
+        ``g - alpha * H g`` by name.
+    """
+    check_positive_float("alpha", alpha)
+    return {name: g - alpha * hessian_products[name] for name, g in query_grads.items()}
+
+
+def moreau_envelope_gradients(
+    params: Mapping[str, Tensor], personalised: Mapping[str, Tensor], lam: float
+) -> dict[str, Tensor]:
+    """pFedMe's gradient of the Moreau envelope at the local model, ``lam * (w - theta)``.
+
+    Dinh, Tran and Nguyen, "Personalized Federated Learning with Moreau Envelopes", NeurIPS 2020:
+    ``F(w) = min_theta f(theta) + lam / 2 ||theta - w||^2`` has gradient ``lam * (w - theta*(w))``
+    (their eq. 4), and the local update is ``w <- w - eta * lam * (w - theta)`` (algorithm 1) with
+    ``theta`` the approximate minimiser: an SGD step of size ``eta`` along these gradients.
+
+    Args:
+        params: the local model ``w`` by name.
+        personalised: ``theta`` by name, shaped like ``params``; a constant.
+        lam: the regularisation weight > 0.
+
+    Returns:
+        ``lam * (w - theta)`` by name.
+    """
+    check_positive_float("lam", lam)
+    return {name: lam * (w - personalised[name].detach()) for name, w in params.items()}

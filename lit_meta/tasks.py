@@ -52,7 +52,8 @@ def split_support_query(x: Tensor, y: Tensor, shots: int, queries: int, ways: in
         ways: classes per task; ``None`` for regression.
 
     Returns:
-        A :class:`Task` with support ``(B, ways*shots, ...)`` and query ``(B, ways*queries, ...)``.
+        A :class:`Task` with support ``(B, ways*shots, ...)`` and query ``(B, ways*queries, ...)``;
+        like regression's, a 1-way task's inputs may be views of ``x``.
 
     Raises:
         ValueError: if the shapes disagree, or a task does not hold exactly ``shots + queries``
@@ -76,19 +77,20 @@ def split_support_query(x: Tensor, y: Tensor, shots: int, queries: int, ways: in
         raise ValueError(
             f"Expected integer labels of shape (B, N) for classification, but got {y.dtype} {tuple(y.shape)}."
         )
-    counts = torch.stack([torch.bincount(row, minlength=ways) for row in y]) if y.min() >= 0 else None
-    if counts is None or counts.shape[1] != ways or (counts != per_group).any():
+    batch, n = y.shape
+    # A stable sort groups the samples by class: a valid task's labels sort to [0] * per_group + [1] * per_group ...
+    sorted_y, order = torch.sort(y, dim=1, stable=True)
+    expected = torch.arange(ways, dtype=y.dtype, device=y.device).repeat_interleave(per_group)
+    if n != ways * per_group or not torch.equal(sorted_y, expected.expand(batch, n)):
         raise ValueError(
             f"Expected every task to hold {per_group} samples (`shots` + `queries`) of each of its "
-            f"{ways} classes labelled 0..{ways - 1}, but got label counts {_describe(counts, y)}."
+            f"{ways} classes labelled 0..{ways - 1}, but got label counts {_describe(y, ways)}."
         )
-    order = torch.argsort(y, dim=1, stable=True)
-    batch, n = y.shape
-    x = torch.take_along_dim(x, order.view(batch, n, *[1] * (x.dim() - 2)), dim=1)
-    y = torch.gather(y, 1, order)
-    # After sorting, class c occupies positions [c * per_group, (c + 1) * per_group).
+    if not torch.equal(sorted_y, y):  # a gather only where needed: the datamodules' tasks come grouped already
+        x = x[torch.arange(batch, device=x.device)[:, None], order]
+    # Class c now occupies positions [c * per_group, (c + 1) * per_group).
     xs = x.reshape(batch, ways, per_group, *x.shape[2:])
-    ys = y.reshape(batch, ways, per_group)
+    ys = sorted_y.reshape(batch, ways, per_group)
     return Task(
         xs[:, :, :shots].reshape(batch, ways * shots, *x.shape[2:]),
         ys[:, :, :shots].reshape(batch, ways * shots),
@@ -97,7 +99,9 @@ def split_support_query(x: Tensor, y: Tensor, shots: int, queries: int, ways: in
     )
 
 
-def _describe(counts: Tensor | None, y: Tensor) -> str:
-    if counts is None:
+def _describe(y: Tensor, ways: int) -> str:
+    """The label counts of each task (the first 4), for the error message."""
+    if y.min() < 0:
         return f"negative labels (min {int(y.min())})"
+    counts = torch.stack([torch.bincount(row, minlength=ways) for row in y])
     return str(counts.tolist() if counts.shape[0] <= 4 else counts[:4].tolist() + ["..."])

@@ -55,7 +55,9 @@ def test_quick_run_measures_the_peers(tmp_path):
             assert figures["errors"] == [], (algorithm, side)
             assert figures["seconds_per_step"] > 0 and figures["test_tasks"] == 4
     assert len([row for row in peers.rows(report) if row[1] == "s / meta-step"]) == 3
-    assert "| Prototypical Networks vs easyfsl" in (tmp_path / "peers.md").read_text()
+    text = (tmp_path / "peers.md").read_text()
+    assert "| Prototypical Networks (Euclidean distance) vs easyfsl" in text
+    assert "| Prototypical Networks (squared Euclidean distance) vs learn2learn" in text
 
 
 def test_the_peers_backbone_is_lit_metas_layer_for_layer():
@@ -81,3 +83,44 @@ def test_the_docs_section_is_replaced_not_appended_twice(tmp_path):
     text = page.read_text()
     assert text.startswith("# Peers\n\nText.\n") and text.count(peers.BEGIN) == 1
     assert "second" in text and "first" not in text
+
+
+def test_each_protonet_pair_is_the_same_model_distance_included():
+    """easyfsl scores by the Euclidean distance, learn2learn by its square: each is measured against the lit-meta
+    side with its distance, and the table's lit-meta column is that side's."""
+    assert peers.DISTANCES[peers.LIT_META_SIDE["easyfsl"]] == "euclidean_unsquared"
+    assert peers.DISTANCES[peers.LIT_META_SIDE["l2l-lightning"]] == "euclidean"
+    side = {"errors": [], "seconds_per_step": 0.1, "seconds_per_round": [0.1], "training_rss_mib": 1.0}
+    report = {
+        "training": {
+            "protonet": {
+                "lit-meta": {**side, "seconds_per_step": 0.2},
+                "lit-meta-unsquared": {**side, "seconds_per_step": 0.3},
+                "easyfsl": side,
+                "l2l-lightning": side,
+            }
+        }
+    }
+    steps = {row[0]: row[2] for row in peers.rows(report) if row[1] == "s / meta-step"}
+    assert steps == {
+        f"Prototypical Networks (Euclidean distance) vs {peers.PEER_NAMES['easyfsl']}": "0.300 (1 round)",
+        f"Prototypical Networks (squared Euclidean distance) vs {peers.PEER_NAMES['l2l-lightning']}": "0.200 (1 round)",
+    }
+
+
+def test_jobs_carry_the_device_and_cuda_is_refused_without_one(tmp_path, monkeypatch, capsys):
+    args = peers.parse_args(["--quick", "--device", "cpu"])
+    jobs = peers.training_jobs(args, ["lit-meta", "lit-meta-unsquared", "easyfsl"], tmp_path)
+    assert {job["device"] for job in jobs} == {"cpu"}
+    assert [job["side"] for job in jobs if job["algorithm"] == "protonet"] == [
+        "lit-meta",
+        "lit-meta-unsquared",
+        "easyfsl",
+    ]
+    assert peers.parse_args(["--device", "cpu"]).markdown == str(peers.DOCS_PAGE)
+    monkeypatch.setattr(peers.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        peers.parse_args(["--device", "cuda"])
+    assert "Expected a CUDA device for `--device cuda`, but got none" in capsys.readouterr().err
+    monkeypatch.setattr(peers.torch.cuda, "is_available", lambda: True)
+    assert peers.parse_args(["--device", "cuda"]).markdown is None  # the docs page holds the CPU table

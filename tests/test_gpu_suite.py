@@ -116,3 +116,18 @@ def test_ddp_is_skipped_with_a_note_below_two_gpus(tmp_path, monkeypatch):
     args = gpu_suite.argparse.Namespace(device="cuda", quick=True, budget=60.0, data_dir=None)
     entry = gpu_suite.Suite(args, tmp_path).ddp({"device": {"type": "cuda", "count": 1}})
     assert entry["status"] == "skipped" and "2 GPUs" in entry["note"]
+
+
+def test_peers_runs_on_cuda_with_its_device_option_and_leaves_the_docs_page_alone(tmp_path, monkeypatch):
+    gpu_suite = load_suite()
+    ran = []
+    monkeypatch.setattr(gpu_suite, "run_part", lambda command, out, timeout: ran.append(command) or {"status": "ok"})
+    args = gpu_suite.argparse.Namespace(device="cuda", quick=False, budget=60.0, data_dir="/data/omniglot")
+    suite = gpu_suite.Suite(args, tmp_path)
+    assert suite.peers()["status"] == "ok"
+    (command,) = ran
+    options = command[2:]
+    assert options[options.index("--device") + 1] == "cuda"
+    assert options[options.index("--markdown") + 1] == str(tmp_path / "peers.md")
+    assert options[options.index("--data_dir") + 1] == "/data/omniglot"
+    assert options[options.index("--rounds") + 1] == "2" and "--quick" not in options

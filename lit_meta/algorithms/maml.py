@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -32,8 +33,10 @@ class MAML(MetaLearner):
     gradient flows through the inner steps (second order) or, with ``first_order``, treats the inner
     gradients as constants (FOMAML).
 
-    Evaluation (validation, test, predict) adapts with ``eval_inner_steps`` steps and never builds a
-    second-order graph.
+    Evaluation (validation, test, predict) adapts with ``eval_inner_steps`` steps and builds no graph
+    for a meta-gradient: the inner loop differentiates each support loss with respect to the fast
+    weights only (``create_graph=False``), and the body and the query predictions run under
+    ``torch.no_grad()``, so that a task leaves nothing but its predictions once it is adapted.
 
     Args:
         backbone: the network adapted per task; maps ``(N, *input_shape)`` to ``(N, *out)``
@@ -226,7 +229,7 @@ class MAML(MetaLearner):
         # Derivative-order annealing: first order for the first `first_order_steps` meta-steps.
         second_order = training and not self.first_order and self.global_step >= self.first_order_steps
         adapt = self._episode_batched if self.resolved_inner_loop() == "batched" else self._episode_clone
-        per_step = adapt(task, steps, second_order, every_step)
+        per_step = adapt(task, steps, second_order, every_step, training)
         return torch.stack(per_step) if every_step else per_step[-1]
 
     def training_episode(self, task: Task) -> tuple[Tensor, Tensor]:
@@ -264,21 +267,32 @@ class MAML(MetaLearner):
             params, meta_grads, self.log_training(torch.cat(predictions), batch, torch.stack(losses))
         )
 
-    def _episode_clone(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
-        """One learn2learn clone per task; returns query predictions ``(B, Nq, *out)`` per recorded step."""
+    def _episode_clone(
+        self, task: Task, steps: int, second_order: bool, every_step: bool, training: bool
+    ) -> list[Tensor]:
+        """One learn2learn clone per task; returns query predictions ``(B, Nq, *out)`` per recorded step.
+
+        At evaluation (not ``training``) only the support losses have a graph, each freed by its inner
+        step: the body and the query predictions run without one, so that one task's activations at a
+        time are held, not those of every query prediction of the meta-batch.
+        """
+        no_graph = nullcontext if training else torch.no_grad
 
         def adapt_task(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> tuple[Tensor, ...]:
-            support_x, query_x = self.body(support_x), self.body(query_x)  # computed once, not per step
+            with no_graph():  # the body is meta-learned, not adapted: computed once, not per step
+                support_x, query_x = self.body(support_x), self.body(query_x)
             learner = self.maml.clone()
             predictions = []
             for step in range(steps):
                 self._set_step(learner, step)
                 if every_step:
-                    predictions.append(learner(query_x))
+                    with no_graph():
+                        predictions.append(learner(query_x))
                 support_loss = task_losses(learner(support_x)[None], support_y[None], self.loss)[0]
                 self._inner_update(learner, support_loss, second_order, step)
             self._set_step(learner, steps)
-            predictions.append(learner(query_x))
+            with no_graph():
+                predictions.append(learner(query_x))
             return tuple(predictions)
 
         per_task = [adapt_task(*inputs) for inputs in zip(task.support_x, task.support_y, task.query_x)]
@@ -315,8 +329,14 @@ class MAML(MetaLearner):
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
-    def _episode_batched(self, task: Task, steps: int, second_order: bool, every_step: bool) -> list[Tensor]:
-        """All tasks at once: ``vmap`` over tasks of ``steps`` functional SGD steps."""
+    def _episode_batched(
+        self, task: Task, steps: int, second_order: bool, every_step: bool, training: bool
+    ) -> list[Tensor]:
+        """All tasks at once: ``vmap`` over tasks of ``steps`` functional SGD steps.
+
+        At evaluation (not ``training``) it runs under ``torch.no_grad()``: no autograd graph outside the
+        inner loop, whose ``torch.func.grad`` ignores an outer ``no_grad`` (as torch.func documents).
+        """
         module = self.maml.module
         named = dict(module.named_parameters())
         params = {name: named[name] for name in self._adapted_names}
@@ -348,7 +368,7 @@ class MAML(MetaLearner):
             return predictions
 
         try:
-            with affine_outside_batch_norm(module):
+            with affine_outside_batch_norm(module), nullcontext() if training else torch.no_grad():
                 return vmap(adapt_one)(task.support_x, task.support_y, task.query_x)
         finally:
             self._set_step(module, 0)

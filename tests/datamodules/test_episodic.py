@@ -147,3 +147,57 @@ def test_two_process_ddp_draws_different_tasks_and_evaluates_each_val_task_once(
     assert ranks[0]["metrics"]["val/acc"] == pytest.approx(ranks[1]["metrics"]["val/acc"])  # reduced across ranks
     meta_test = json.loads((tmp_path / "meta_test.json").read_text())
     assert meta_test["num_tasks"] == 5  # 3 on rank 0 + 2 on rank 1, gathered
+
+
+def reference_meta_batch(data, split, keys, global_labels=False):
+    """The tasks of ``keys`` without lit-meta's sampling code: learn2learn's transforms over the split's
+    samples, Python's ``random`` seeded from each key; each class's first ``shots`` samples support, the next
+    ``queries`` query; the tasks stacked."""
+    import random
+
+    import learn2learn as l2l
+
+    from lit_meta.seeding import key_seed
+
+    dataset, labels, _ = data.split_data(split)
+    ways, shots, queries = data.task_shape(split)
+    members = {}
+    for index, label in enumerate(labels):
+        members.setdefault(int(label), []).append(index)
+    meta = l2l.data.MetaDataset(dataset, labels_to_indices=members)
+    transforms = [
+        l2l.data.transforms.NWays(meta, n=ways),
+        l2l.data.transforms.KShots(meta, k=shots + queries),
+        l2l.data.transforms.LoadData(meta),
+    ]
+    if not global_labels:
+        transforms += [l2l.data.transforms.RemapLabels(meta), l2l.data.transforms.ConsecutiveLabels(meta)]
+    taskset = l2l.data.Taskset(meta, task_transforms=transforms, num_tasks=-1)
+    parts = [[], [], [], []]
+    for key in keys:
+        random.seed(key_seed(key))
+        x, y = taskset[0]
+        y = torch.as_tensor(y)
+        support, query = [], []
+        for c in sorted(set(y.tolist())):
+            where = (y == c).nonzero()[:, 0].tolist()
+            support, query = support + where[:shots], query + where[shots : shots + queries]
+        for part, values in zip(parts, (x[support], y[support], x[query], y[query])):
+            part.append(values)
+    return [torch.stack(part) for part in parts]
+
+
+@pytest.mark.parametrize("global_labels", [False, True])
+def test_meta_batches_are_byte_identical_to_a_reference_draw(omniglot_dir, global_labels):
+    """Same keys, same tasks: a change to how tasks are split or batched must not change which tasks are drawn."""
+    data = omniglot(omniglot_dir, ways=3, shots=2, queries=2, eval_queries=3, global_labels=global_labels)
+    data.setup("fit")
+    data.setup("test")
+    loaders = {"train": data.train_dataloader(), "test": data.test_dataloader()}
+    batches = {"train": data._train_batches()[:2], "test": data._eval_batches("test")[:2]}
+    for split, loader in loaders.items():
+        for batch, keys in zip(loader, batches[split]):
+            expected = reference_meta_batch(data, split, keys, global_labels and split == "train")
+            for got, want in zip(batch, expected):
+                assert got.dtype == want.dtype and got.shape == want.shape
+                assert got.numpy().tobytes() == want.numpy().tobytes()

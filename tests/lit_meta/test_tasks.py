@@ -61,3 +61,34 @@ def test_bad_shots_and_shapes():
         split_support_query(torch.randn(2, 4, 1), torch.randn(2, 3, 1), shots=1, queries=1)
     with pytest.raises(ValueError, match=r"Expected >= 5 samples per task .* but got 4"):
         split_support_query(torch.randn(1, 4, 1), torch.randn(1, 4, 1), shots=2, queries=3)
+
+
+def reference_split(x, y, shots, queries, ways):
+    """Each task's samples of class c in their order: the first `shots` support, the next `queries` query."""
+    parts = [[], [], [], []]
+    for xb, yb in zip(x, y):
+        support = [i for c in range(ways) for i in (yb == c).nonzero()[:, 0].tolist()[:shots]]
+        query = [i for c in range(ways) for i in (yb == c).nonzero()[:, 0].tolist()[shots : shots + queries]]
+        for part, values in zip(parts, (xb[support], yb[support], xb[query], yb[query])):
+            part.append(values)
+    return [torch.stack(part) for part in parts]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize(("batch", "ways", "shots", "queries"), [(1, 5, 1, 5), (4, 3, 2, 1), (3, 1, 1, 2)])
+def test_classification_split_is_byte_identical_to_a_reference(batch, ways, shots, queries, grouped):
+    generator = torch.Generator().manual_seed(batch * 100 + ways * 10 + shots)
+    labels = torch.arange(ways).repeat_interleave(shots + queries)
+    y = torch.stack(
+        [labels if grouped else labels[torch.randperm(len(labels), generator=generator)] for _ in range(batch)]
+    )
+    x = torch.randn(batch, len(labels), 1, 4, 4, generator=generator)
+    task = split_support_query(x, y, shots, queries, ways)
+    for got, expected in zip(task, reference_split(x, y, shots, queries, ways)):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.numpy().tobytes() == expected.numpy().tobytes()
+
+
+def test_negative_labels_are_named():
+    with pytest.raises(ValueError, match=r"but got label counts negative labels \(min -1\)"):
+        split_support_query(torch.randn(1, 4, 1), torch.tensor([[0, 1, -1, 1]]), shots=1, queries=1, ways=2)

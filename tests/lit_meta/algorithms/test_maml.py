@@ -1,5 +1,7 @@
 """MAML's meta-gradient against references that share no code with the learner."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -265,3 +267,65 @@ def test_an_integer_inner_lr_is_a_rate_like_its_float(inner_loop):
     torch.manual_seed(0)
     as_float = MAML(MLP(1, (3,), 1), inner_lr=1.0, loss="mse", inner_loop=inner_loop).evaluate_episode(task)
     torch.testing.assert_close(as_int, as_float)
+
+
+def tiny_image_task(num_tasks: int = 2, ways: int = 3, shots: int = 1, queries: int = 4) -> Task:
+    generator = torch.Generator().manual_seed(7)
+    sy = torch.arange(ways).repeat_interleave(shots).expand(num_tasks, -1)
+    qy = torch.arange(ways).repeat_interleave(queries).expand(num_tasks, -1)
+    sx = torch.rand(num_tasks, ways * shots, 1, 8, 8, generator=generator)
+    return Task(sx, sy, torch.rand(num_tasks, ways * queries, 1, 8, 8, generator=generator), qy)
+
+
+def reference_evaluation(backbone: nn.Module, adapted: str, task: Task, steps: int, lr: float) -> torch.Tensor:
+    """Query logits ``(steps + 1, B, Nq, ways)`` after 0..steps SGD steps on each task's support loss, the
+    parameters whose names start with ``adapted`` adapted, in float64 with torch.func and autograd only."""
+    backbone = copy.deepcopy(backbone).double()
+    params = dict(backbone.named_parameters())
+    curves = []
+    for sx, sy, qx in zip(task.support_x.double(), task.support_y, task.query_x.double()):
+        fast = {name: p.detach().requires_grad_() for name, p in params.items() if name.startswith(adapted)}
+        per_step = []
+        for step in range(steps + 1):
+            per_step.append(torch.func.functional_call(backbone, fast, (qx,)).detach())
+            if step == steps:
+                break
+            loss = nn.functional.cross_entropy(torch.func.functional_call(backbone, fast, (sx,)), sy)
+            grads = torch.autograd.grad(loss, list(fast.values()))
+            fast = {name: p - lr * g for (name, p), g in zip(fast.items(), grads)}
+        curves.append(torch.stack(per_step))
+    return torch.stack(curves, dim=1).float()
+
+
+@pytest.mark.parametrize("inner_loop", ["clone", "batched"])
+@pytest.mark.parametrize(("algorithm", "adapted"), [(MAML, ""), (ANIL, "head.")])
+def test_evaluation_predictions_match_a_hand_written_adaptation(inner_loop, algorithm, adapted):
+    torch.manual_seed(0)
+    backbone = CNN4(1, 3, 8, 2, 8, downsample="stride")
+    learner = algorithm(backbone, inner_lr=0.4, eval_inner_steps=3, inner_loop=inner_loop).eval()
+    task = tiny_image_task()
+    curve = learner.evaluate_episode(task, every_step=True)
+    expected = reference_evaluation(backbone, adapted, task, steps=3, lr=0.4)
+    torch.testing.assert_close(curve, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(curve[0], curve[3])  # the steps moved the predictions
+    accuracies = learner.task_metric(curve.flatten(0, 1), task.query_y.repeat(4, 1))
+    assert torch.equal(accuracies, learner.task_metric(expected.flatten(0, 1), task.query_y.repeat(4, 1)))
+
+
+@pytest.mark.parametrize("algorithm", [MAML, ANIL])
+def test_evaluation_keeps_nothing_of_the_query_predictions_for_a_backward(algorithm):
+    """At evaluation only the support losses are differentiated: no tensor of the query images' forward
+    passes (12 queries, against 3 support images) is saved for a backward pass that never comes."""
+    torch.manual_seed(0)
+    learner = algorithm(CNN4(1, 3, 8, 2, 8, downsample="stride"), inner_lr=0.4, eval_inner_steps=2, inner_loop="clone")
+    task = tiny_image_task(ways=3, shots=1, queries=4)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        learner.eval().evaluate_episode(task, every_step=True)
+    assert any(shape[:1] == (3,) for shape in saved)  # the support passes are differentiated
+    assert not [shape for shape in saved if shape[:1] == (12,)]
