@@ -19,15 +19,26 @@ Schemes (``scheme``):
       spread over ``train_clients`` (test split: ``test_clients``) clients in proportions drawn from
       Dirichlet(``alpha``); a client keeps the classes of which it holds at least ``shots +
       queries`` samples. Small ``alpha``: each client sees few classes; large: nearly IID.
+
+Local test data (``local_test_fraction`` > 0, off by default): each training client holds out the last
+``ceil(local_test_fraction * n_c)`` of its ``n_c`` samples of each class (in sample order: for
+Omniglot, whose files are ordered by drawer, ``local_test_fraction: 0.25`` keeps drawers 1-15 of each
+character for training and holds out drawers 16-20) and trains on the rest only. Its participant
+evaluation (:meth:`ClientPartition.participant_tasks`, personalised FL's evaluation of the clients
+that train) draws ``eval_ways``-way tasks from its classes: ``eval_shots`` support samples of each
+class from its training part and ``min(eval_queries, fewest held-out samples of a class)`` query
+samples of each (5 for Omniglot at 0.25) from its held-out ones, keyed by (eval seed, client, task).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -44,9 +55,19 @@ from datamodules.episodic import (
 from datamodules.synthetic import SyntheticDevices
 from lit_meta.federated.data import FederatedData
 from lit_meta.images import ImagePreprocessing
-from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
+from lit_meta.seeding import key_seed
+from lit_meta.tasks import Task
+from lit_meta.validation import (
+    check_one_of,
+    check_positive_float,
+    check_positive_int,
+    check_type,
+    check_unit_interval,
+)
 
 Role = Literal["train", "test"]
+#: The split id in the keys of participant evaluation tasks, beside ``SPLIT_IDS``' 0, 1, 2.
+PARTICIPANT_SPLIT_ID = 3
 
 
 def class_groups(class_names: Sequence[str]) -> dict[str, list[int]]:
@@ -112,13 +133,60 @@ def _relabel(
     return Relabelled(dataset, chosen, relabelled), relabelled, names
 
 
+class LocalTestEpisodes:
+    """A training client's participant tasks: ``ways`` of its classes, and of each ``shots`` support
+    samples from its local training part and ``queries`` query samples from its local test part, all
+    drawn without replacement by a generator seeded by the task's key; labels ``0 .. ways - 1`` in
+    the order the classes were drawn.
+
+    Args:
+        dataset: the split's dataset (``dataset[i]`` is ``(image, label)``).
+        train: each class's training samples (indices into ``dataset``).
+        test: each class's local test samples.
+        ways: classes per task (only classes with >= ``shots`` training and >= ``queries`` local test
+            samples are drawn).
+        shots: support samples per class.
+        queries: query samples per class.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        train: dict[int, list[int]],
+        test: dict[int, list[int]],
+        ways: int,
+        shots: int,
+        queries: int,
+    ) -> None:
+        self.dataset, self.ways, self.shots, self.queries = dataset, ways, shots, queries
+        self.classes = [c for c in sorted(train) if len(train[c]) >= shots and len(test.get(c, ())) >= queries]
+        self.train, self.test = {c: train[c] for c in self.classes}, {c: test[c] for c in self.classes}
+
+    def tasks(self, keys: Sequence[tuple[int, ...]]) -> Task:
+        """The meta-batch of ``keys``: support ``(B, ways*shots, ...)``, query ``(B, ways*queries, ...)``."""
+        parts: list[list[Tensor]] = [[], [], [], []]  # support x, support y, query x, query y
+        for key in keys:
+            rng = np.random.default_rng(key_seed(key))
+            support, query = [], []
+            for c in rng.choice(len(self.classes), self.ways, replace=False):
+                chosen = self.classes[c]
+                support.append(rng.choice(self.train[chosen], self.shots, replace=False))
+                query.append(rng.choice(self.test[chosen], self.queries, replace=False))
+            for x, y, drawn, count in ((0, 1, support, self.shots), (2, 3, query, self.queries)):
+                parts[x].append(torch.stack([self.dataset[int(i)][0] for i in np.concatenate(drawn)]))
+                parts[y].append(torch.arange(self.ways).repeat_interleave(count))
+        return Task(*(torch.stack(part) for part in parts))
+
+
 class ClientEpisodes(EpisodicDataModule):
     """One client's N-way K-shot tasks, drawn only from the samples it holds.
 
     Built by :class:`ClientPartition` (not from a config): the episode shape, meta-batch size and
     seeds are the partitioned datamodule's. Training tasks are keyed by (seed, client, round, rank,
     step, task) and evaluation tasks by (eval seed, split, client, task): another client or round
-    draws other training tasks; the evaluation tasks of a client are the same every round.
+    draws other training tasks; the evaluation tasks of a client are the same every round. With
+    ``participant`` (a training client's participant evaluation), its test tasks are those episodes',
+    keyed by (eval seed, ``PARTICIPANT_SPLIT_ID``, client, task).
 
     Attributes:
         num_examples: training samples the client holds (FedAvg weights its update by it).
@@ -131,6 +199,7 @@ class ClientEpisodes(EpisodicDataModule):
         server_round: int,
         share: ClientShare,
         split: tuple[Dataset, list[int], list[str]],
+        participant: LocalTestEpisodes | None = None,
     ) -> None:
         super().__init__(
             ways=base.ways,
@@ -149,6 +218,7 @@ class ClientEpisodes(EpisodicDataModule):
             global_labels=base.global_labels,
         )
         self.base, self.client, self.server_round, self.share = base, client, server_round, share
+        self.participant = participant
         self._own = {share.role: split}
         self.num_examples = len(split[1]) if share.role == "train" else 0
 
@@ -171,6 +241,11 @@ class ClientEpisodes(EpisodicDataModule):
     def split_digests(self, dataset: Dataset) -> None:
         return None  # the partitioned datamodule's own splits passed its overlap guard
 
+    def _build_episodes(self, split: str) -> object:
+        if self.participant is not None and split != "train":
+            return self.participant
+        return super()._build_episodes(split)
+
     def preprocessing(self) -> ImagePreprocessing | None:
         return self.base.preprocessing()
 
@@ -183,7 +258,8 @@ class ClientEpisodes(EpisodicDataModule):
         ]
 
     def _eval_batches(self, split: str) -> list[tuple[TaskKey, ...]]:
-        keys = [(self.eval_seed, SPLIT_IDS[split], self.client, i) for i in range(self.num_tasks[split])]
+        kind = PARTICIPANT_SPLIT_ID if self.participant is not None else SPLIT_IDS[split]
+        keys = [(self.eval_seed, kind, self.client, i) for i in range(self.num_tasks[split])]
         return rank_share_batches(keys, self.meta_batch_size, *self._rank_and_world())
 
 
@@ -202,6 +278,8 @@ class ClientPartition(FederatedData):
         test_clients: ``"dirichlet"``: number of test clients.
         alpha: ``"dirichlet"``: concentration; > 0.
         seed: seed of the Dirichlet draws.
+        local_test_fraction: the share of each class of a training client held out as its local test
+            data (its last samples, at least one), in [0, 1); 0: none, and no participant evaluation.
     """
 
     def __init__(
@@ -213,6 +291,7 @@ class ClientPartition(FederatedData):
         test_clients: int = 3,
         alpha: float = 0.5,
         seed: int = 0,
+        local_test_fraction: float = 0.0,
     ) -> None:
         check_type("data", data, EpisodicDataModule)
         check_one_of("scheme", scheme, ("groups", "pooled", "dirichlet"))
@@ -224,10 +303,15 @@ class ClientPartition(FederatedData):
             check_positive_int(name, value)
         check_positive_float("alpha", alpha)
         check_type("seed", seed, int)
+        check_unit_interval("local_test_fraction", local_test_fraction)
+        if local_test_fraction == 1:
+            raise ValueError("Expected `local_test_fraction` < 1 (a training client trains on the rest), but got 1.")
         self.data, self.scheme, self.splits_per_group = data, scheme, splits_per_group
         self.train_clients, self.test_clients, self.alpha, self.seed = train_clients, test_clients, alpha, seed
+        self.local_test_fraction = local_test_fraction
         self._shares: list[ClientShare] | None = None
         self._splits: dict[int, tuple[Dataset, list[int], list[str]]] = {}
+        self._participants: dict[int, LocalTestEpisodes] = {}
 
     # ---- who the clients are ----------------------------------------------------------------------
     def shares(self) -> list[ClientShare]:
@@ -240,6 +324,8 @@ class ClientPartition(FederatedData):
             self._shares = train + test
             for partition_id in range(len(self._shares)):
                 self._client_split(partition_id)  # every client can draw its tasks, checked before round 1
+                if self.local_test_fraction and self._shares[partition_id].role == "train":
+                    self._participant_episodes(partition_id)  # and its participant tasks
             for role, shares in (("train", train), ("test", test)):
                 listed = ", ".join(f"{s.name} ({len(s.indices)})" for s in shares)
                 rank_zero_info(f"Federated {role} clients ({len(shares)}, samples): {listed}.")
@@ -265,13 +351,46 @@ class ClientPartition(FederatedData):
                 shares.append(ClientShare(name, role, sorted(int(i) for chunks in per_class for i in chunks[g])))
         return shares
 
+    def _local_parts(self, partition_id: int) -> tuple[list[int], dict[int, list[int]]]:
+        """A training client's samples it trains on, and each class's samples it holds out (its last
+        ``ceil(local_test_fraction * n_c)``; none without ``local_test_fraction``)."""
+        share = self._shares[partition_id]
+        if not self.local_test_fraction or share.role != "train":
+            return share.indices, {}
+        labels = self.data.split_data("train")[1]
+        train, test = [], {}
+        for indices in _grouped(share.indices, labels):  # a class's samples in sample order (Omniglot's: by drawer)
+            held_out = max(1, math.ceil(self.local_test_fraction * len(indices) - 1e-9))
+            train += indices[: len(indices) - held_out]
+            test[labels[indices[0]]] = indices[len(indices) - held_out :]
+        return sorted(train), test
+
+    def _participant_episodes(self, partition_id: int) -> LocalTestEpisodes:
+        if partition_id not in self._participants:
+            share = self._shares[partition_id]
+            train, test = self._local_parts(partition_id)
+            dataset, labels, _ = self.data.split_data("train")
+            by_class = {labels[members[0]]: members for members in _grouped(train, labels)}
+            ways, shots, queries = self.data.task_shape("test")
+            queries = min([queries, *(len(held) for held in test.values())])
+            episodes = LocalTestEpisodes(dataset, by_class, test, ways, shots, queries)
+            if len(episodes.classes) < ways:
+                raise ValueError(
+                    f"Expected client {partition_id} ({share.name}) to hold >= {ways} classes (`eval_ways`) with >= "
+                    f"{shots} training and {queries} local test samples each for its participant tasks, but got "
+                    f"{len(episodes.classes)}."
+                )
+            self._participants[partition_id] = episodes
+        return self._participants[partition_id]
+
     def _client_split(self, partition_id: int) -> tuple[Dataset, list[int], list[str]]:
         if partition_id not in self._splits:
             share = self._shares[partition_id]
             split = "train" if share.role == "train" else "test"
             ways, shots, queries = self.data.task_shape(split)
             keep = self.data.global_labels and split == "train"  # a supervised head over every training class
-            dataset, labels, class_names = _relabel(self.data.split_data(split), share.indices, shots + queries, keep)
+            indices = self._local_parts(partition_id)[0]
+            dataset, labels, class_names = _relabel(self.data.split_data(split), indices, shots + queries, keep)
             sizes = {class_names[label]: len(members) for label, members in labels_to_indices(labels).items()}
             check_split(f"{split} of client {partition_id} ({share.name})", sizes, ways, shots + queries)
             self._splits[partition_id] = dataset, labels, class_names
@@ -306,8 +425,37 @@ class ClientPartition(FederatedData):
         share = self._share(partition_id)
         return ClientEpisodes(self.data, partition_id, server_round, share, self._client_split(partition_id))
 
+    def participant_tasks(self, partition_id: int) -> ClientEpisodes:
+        """Training client ``partition_id``'s participant evaluation (see the module docstring): its
+        :class:`ClientEpisodes` whose ``test_tasks`` test tasks are :class:`LocalTestEpisodes`' on its
+        held-out samples, the same every round.
+
+        Raises:
+            ValueError: ``local_test_fraction`` is 0, or ``partition_id`` is no training client.
+        """
+        if not self.local_test_fraction:
+            raise ValueError(
+                "Expected `local_test_fraction` > 0 (training clients holding local test data) to evaluate "
+                "participants, but got 0."
+            )
+        share = self._share(partition_id)
+        if share.role != "train":
+            raise ValueError(
+                f"Expected a training client for a participant evaluation, but got client {partition_id} "
+                f"({share.name}), an unseen test client."
+            )
+        split = self._client_split(partition_id)
+        return ClientEpisodes(self.data, partition_id, 0, share, split, self._participant_episodes(partition_id))
+
     def preprocessing(self) -> ImagePreprocessing | None:
         return self.data.preprocessing()
+
+
+def _grouped(indices: Sequence[int], labels: Sequence[int]) -> list[list[int]]:
+    """``indices`` grouped by their labels, in label order."""
+    return [
+        [indices[m] for m in members] for _, members in sorted(labels_to_indices([labels[i] for i in indices]).items())
+    ]
 
 
 class SyntheticFederation(SyntheticDevices, FederatedData):

@@ -25,10 +25,17 @@ the same numbers** (that script draws every device from one global stream, in on
 :class:`SyntheticFederation` is the federation of ``lit-meta federate`` on it (FedMeta, Chen et al.,
 2018, arXiv:1802.07876: a device is a task; its support set is a few of its own samples, its query
 set others; held-out devices only adapt and report).
+
+A training device's samples are split once, by position, into a local training part and a local test
+part (:func:`local_test_size`): it trains on the first only; its participant evaluation (personalised
+FL's: Per-FedAvg, Ditto, FedRep and pFedMe report each participating client's model on its own
+held-out data) adapts on support sets from its training part and scores query sets from its local
+test part. A held-out device has no such split: its tasks draw from all its samples.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -51,7 +58,7 @@ SIZE_MEAN, SIZE_SIGMA, MIN_SAMPLES = 4.0, 2.0, 50
 COVARIANCE_DECAY = 1.2
 # The first entry after the seed in the key of every stream, one per kind, so no two kinds share a
 # stream (never 0: numpy's SeedSequence pads keys with zeros, so (s, 0) and (s,) would be one stream).
-_DEVICE, _GLOBAL_MODEL, _TRAIN_TASKS, _TEST_TASKS = 1, 2, 3, 4
+_DEVICE, _GLOBAL_MODEL, _TRAIN_TASKS, _TEST_TASKS, _PARTICIPANT_TASKS = 1, 2, 3, 4, 5
 _TRAIN_BATCHES_PER_EPOCH = 1000  # a client's local steps are its Trainer's max_steps; this only sizes an epoch
 
 Role = Literal["train", "test"]
@@ -185,20 +192,35 @@ def synthetic_device(
     return x.astype(np.float32), y.astype(np.int64)
 
 
+def local_test_size(size: int, eval_queries: int, local_test_fraction: float) -> int:
+    """How many of a training device's ``size`` samples are its local test part (its last ones, never
+    trained on): ``max(eval_queries, ceil(local_test_fraction * size))``, so that a participant task's
+    ``eval_queries`` query samples always fit."""
+    return max(eval_queries, math.ceil(local_test_fraction * size - 1e-9))  # 1e-9: 0.2 * 50 is 10, not 11
+
+
 class _DeviceTasks(Dataset):
     """The meta-batch of a tuple of task keys: each task ``shots`` support and ``queries`` query samples,
-    disjoint, drawn without replacement from the device's samples by a stream seeded by its key."""
+    disjoint, drawn without replacement by a stream seeded by its key: both from the device's first
+    ``pool`` samples, or with ``queries_from`` the support from the first ``queries_from`` samples
+    and the queries from the rest."""
 
-    def __init__(self, x: Tensor, y: Tensor, shots: int, queries: int) -> None:
+    def __init__(
+        self, x: Tensor, y: Tensor, shots: int, queries: int, pool: int, queries_from: int | None = None
+    ) -> None:
         self.x, self.y, self.shots, self.queries = x, y, shots, queries
+        self.pool, self.queries_from = pool, queries_from
+
+    def _draw(self, key: tuple[int, ...]) -> np.ndarray:
+        stream = _stream(*key)
+        if self.queries_from is None:
+            return stream.choice(self.pool, self.shots + self.queries, replace=False)
+        support = stream.choice(self.queries_from, self.shots, replace=False)
+        query = self.queries_from + stream.choice(len(self.y) - self.queries_from, self.queries, replace=False)
+        return np.concatenate([support, query])
 
     def __getitem__(self, keys: tuple[tuple[int, ...], ...]) -> Task:
-        chosen = torch.stack(
-            [
-                torch.from_numpy(_stream(*key).choice(len(self.y), self.shots + self.queries, replace=False))
-                for key in keys
-            ]
-        )
+        chosen = torch.stack([torch.from_numpy(self._draw(key)) for key in keys])
         support, query = chosen[:, : self.shots], chosen[:, self.shots :]
         return Task(self.x[support], self.y[support], self.x[query], self.y[query])
 
@@ -209,20 +231,24 @@ class SyntheticDeviceTasks(LightningDataModule):
     A batch is a :class:`~lit_meta.tasks.Task` of ``B = meta_batch_size`` tasks: support ``(B, shots,
     dim)`` and query ``(B, queries, dim)`` inputs, labels ``(B, shots)`` and ``(B, queries)`` in
     ``[0, classes)`` (the device's own labels, not renumbered: a task may lack classes). Training
-    tasks (a training device's, in ``fit``) are keyed by (seed, device, round, rank, step, task); the
-    ``test_tasks`` evaluation tasks of a test device by (eval seed, device, task), the same every round.
+    tasks (a training device's, in ``fit``) are keyed by (seed, device, round, rank, step, task) and
+    drawn from its local training part; the ``test_tasks`` evaluation tasks of a device by (eval seed,
+    device, task), the same every round: from all its samples, or (``participant``, a training
+    device's participant evaluation) the support sets from its local training part and the query sets
+    from its local test part.
 
     Attributes:
-        num_examples: the device's samples if it trains (FedAvg weights its update by it), else 0.
+        num_examples: the samples of the device's local training part if it trains (FedAvg weights its
+            update by it), else 0.
         ways: ``classes``, checked by a learner against its head's outputs (as ``eval_ways``).
     """
 
-    def __init__(self, federation: SyntheticDevices, device: int, server_round: int) -> None:
+    def __init__(self, federation: SyntheticDevices, device: int, server_round: int, participant: bool = False) -> None:
         super().__init__()
         self.federation, self.device, self.server_round = federation, device, server_round
-        self.role = federation.role(device)
+        self.role, self.participant = federation.role(device), participant
         self.ways = self.eval_ways = federation.classes
-        self.num_examples = device_size(device, federation.seed) if self.role == "train" else 0
+        self.num_examples = federation.local_split(device)[0] if self.role == "train" else 0
 
     def setup(self, stage: str) -> None:
         learner = self.trainer.lightning_module if self.trainer is not None else None
@@ -237,9 +263,14 @@ class SyntheticDeviceTasks(LightningDataModule):
                 f"Expected a training device to fit, but got device {self.device}, a held-out test device "
                 "(it only adapts and reports)."
             )
+        if stage == "fit" and self.participant:
+            raise ValueError(
+                f"Expected a round's datamodule to fit, but got device {self.device}'s participant evaluation tasks."
+            )
 
     def train_dataloader(self) -> DataLoader:
         fed = self.federation
+        train_part = fed.local_split(self.device)[0]
 
         def batches() -> list[tuple[tuple[int, ...], ...]]:  # read when the epoch starts: rank, batches done
             rank, start = rank_and_world(self.trainer)[0], batches_done(self.trainer)
@@ -251,13 +282,17 @@ class SyntheticDeviceTasks(LightningDataModule):
                 for step in range(start, start + _TRAIN_BATCHES_PER_EPOCH)
             ]
 
-        return self._loader(fed.shots, fed.queries, EpisodeSampler(batches, _TRAIN_BATCHES_PER_EPOCH))
+        sampler = EpisodeSampler(batches, _TRAIN_BATCHES_PER_EPOCH)
+        return self._loader(fed.shots, fed.queries, sampler, pool=train_part)
 
     def test_dataloader(self) -> DataLoader:
         fed = self.federation
-        keys = [(fed.eval_seed, _TEST_TASKS, self.device, i) for i in range(fed.test_tasks)]
+        kind = _PARTICIPANT_TASKS if self.participant else _TEST_TASKS
+        keys = [(fed.eval_seed, kind, self.device, i) for i in range(fed.test_tasks)]
         batches = rank_share_batches(keys, fed.meta_batch_size, *rank_and_world(self.trainer))
-        return self._loader(fed.eval_shots, fed.eval_queries, EpisodeSampler(lambda: batches, len(batches)))
+        sampler = EpisodeSampler(lambda: batches, len(batches))
+        queries_from = fed.local_split(self.device)[0] if self.participant else None
+        return self._loader(fed.eval_shots, fed.eval_queries, sampler, queries_from=queries_from)
 
     def val_dataloader(self) -> DataLoader:
         """The test tasks (a federated client never validates: its ``Trainer`` runs no validation)."""
@@ -266,9 +301,17 @@ class SyntheticDeviceTasks(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    def _loader(self, shots: int, queries: int, sampler: EpisodeSampler) -> DataLoader:
+    def _loader(
+        self,
+        shots: int,
+        queries: int,
+        sampler: EpisodeSampler,
+        pool: int | None = None,
+        queries_from: int | None = None,
+    ) -> DataLoader:
         x, y = self.federation.device_data(self.device)
-        return DataLoader(_DeviceTasks(x, y, shots, queries), sampler=sampler, batch_size=None)
+        tasks = _DeviceTasks(x, y, shots, queries, len(y) if pool is None else pool, queries_from)
+        return DataLoader(tasks, sampler=sampler, batch_size=None)
 
 
 class SyntheticDevices:
@@ -284,6 +327,12 @@ class SyntheticDevices:
     used (:func:`synthetic_device`), never for all devices, and the last ``cache_devices`` used are
     kept. ``num_clients`` and ``role`` generate nothing.
 
+    A training device of ``n_k`` samples holds out its last ``max(eval_queries, ceil(local_test_fraction
+    * n_k))`` as its local test part (:meth:`local_split`): its training tasks draw from the others
+    only, and :meth:`participant_tasks` (its participant evaluation, the same every round) takes each
+    task's ``eval_shots`` support samples from its training part and ``eval_queries`` query samples
+    from its local test part, keyed by (eval seed, device, task).
+
     Only learners that classify through a head over all ``classes`` fit (MAML, FOMAML, ANIL,
     Meta-SGD, Reptile with ``lit_meta.models.MLP(dim, hidden, classes)``): a device may lack classes
     and a task's support set others, so metric learners (ProtoNets, Matching Networks, supervised
@@ -292,6 +341,9 @@ class SyntheticDevices:
     Args:
         num_devices: devices (clients).
         test_fraction: share of the devices held out for testing, in [0, 1); at least one trains.
+        local_test_fraction: the share of a training device's samples held out as its local test part
+            (at least ``eval_queries`` of them), in [0, 1). The training part of the smallest device
+            (50 samples) must still hold ``shots + queries`` (and ``eval_shots``) samples.
         alpha: standard deviation of the devices' model means ``u_k``; >= 0.
         beta: standard deviation of the devices' input shifts ``B_k``; >= 0.
         iid: the IID variant (one global model).
@@ -307,14 +359,15 @@ class SyntheticDevices:
         eval_seed: seed of the test tasks (>= 0).
         cache_devices: devices whose samples are kept in memory (least recently used dropped).
 
-    Every device holds at least 50 samples, so ``shots + queries`` (and the evaluation's) may be up
-    to 50.
+    Every device holds at least 50 samples, so ``eval_shots + eval_queries`` may be up to 50, and
+    ``shots + queries`` up to 50 less the smallest local test part (with the defaults: 50 - 20 = 30).
     """
 
     def __init__(
         self,
         num_devices: int = 1000,
         test_fraction: float = 0.2,
+        local_test_fraction: float = 0.2,
         alpha: float = 1.0,
         beta: float = 1.0,
         iid: bool = False,
@@ -332,6 +385,9 @@ class SyntheticDevices:
     ) -> None:
         check_positive_int("num_devices", num_devices)
         check_unit_interval("test_fraction", test_fraction)
+        check_unit_interval("local_test_fraction", local_test_fraction)
+        if local_test_fraction == 1:
+            raise ValueError("Expected `local_test_fraction` < 1 (a training device trains on the rest), but got 1.")
         _check_generator(alpha, beta, iid, seed, dim, classes)
         eval_shots = shots if eval_shots is None else eval_shots
         eval_queries = queries if eval_queries is None else eval_queries
@@ -354,6 +410,15 @@ class SyntheticDevices:
                 raise ValueError(
                     f"Expected {what} <= {MIN_SAMPLES} (the fewest samples a device holds), but got {total}."
                 )
+        held_out = local_test_size(MIN_SAMPLES, eval_queries, local_test_fraction)
+        train_part = MIN_SAMPLES - held_out  # the smallest training part: it grows with a device's samples
+        for what, total in (("`shots` + `queries`", shots + queries), ("`eval_shots`", eval_shots)):
+            if total > train_part:
+                raise ValueError(
+                    f"Expected {what} <= {train_part}, the local training part of the smallest device ({MIN_SAMPLES} "
+                    f"samples, {held_out} held out: max(`eval_queries`, ceil(`local_test_fraction` * {MIN_SAMPLES}))), "
+                    f"but got {total}."
+                )
         num_test = round(test_fraction * num_devices)
         if num_test >= num_devices:
             raise ValueError(
@@ -362,6 +427,7 @@ class SyntheticDevices:
             )
         self.num_devices, self.num_test_clients = num_devices, num_test
         self.test_fraction, self.alpha, self.beta, self.iid = test_fraction, alpha, beta, iid
+        self.local_test_fraction = local_test_fraction
         self.dim, self.classes = dim, classes
         self.shots, self.queries, self.eval_shots, self.eval_queries = shots, queries, eval_shots, eval_queries
         self.meta_batch_size, self.test_tasks = meta_batch_size, test_tasks
@@ -419,8 +485,35 @@ class SyntheticDevices:
                     self._cache.popitem(last=False)
         return data
 
+    def local_split(self, k: int) -> tuple[int, int]:
+        """``(training part, local test part)``: how many of training device ``k``'s samples it trains
+        on (its first ones) and holds out for its participant evaluation (its last
+        :func:`local_test_size`); ``(n_k, 0)`` for a held-out device. Generates nothing."""
+        self._check_device(k)
+        size = device_size(k, self.seed)
+        if self.role(k) != "train":
+            return size, 0
+        held_out = local_test_size(size, self.eval_queries, self.local_test_fraction)
+        return size - held_out, held_out
+
     def __call__(self, partition_id: int, server_round: int) -> SyntheticDeviceTasks:
         """Device ``partition_id``'s :class:`SyntheticDeviceTasks` for ``server_round``."""
         self._check_device(partition_id)
         check_positive_int("server_round", server_round, minimum=0)
         return SyntheticDeviceTasks(self, partition_id, server_round)
+
+    def participant_tasks(self, partition_id: int) -> SyntheticDeviceTasks:
+        """Training device ``partition_id``'s participant evaluation: its :class:`SyntheticDeviceTasks`
+        whose ``test_tasks`` test tasks take ``eval_shots`` support samples from its local training
+        part and ``eval_queries`` query samples from its local test part, the same every round.
+
+        Raises:
+            ValueError: ``partition_id`` is no device, or a held-out one (evaluated on all its samples).
+        """
+        self._check_device(partition_id)
+        if self.role(partition_id) != "train":
+            raise ValueError(
+                f"Expected a training device for a participant evaluation, but got device {partition_id}, a held-out "
+                "test device (its tasks draw from all its samples)."
+            )
+        return SyntheticDeviceTasks(self, partition_id, 0, participant=True)

@@ -80,6 +80,8 @@ class MetaLearner(LightningModule, ABC):
         # through `train_as_part` (MetaDistillation).
         self.objective: Callable[[Tensor, Task], Tensor] | None = None
         self._log_through: Callable[..., None] | None = None
+        # Under a `Trainer(barebones=True)`, which refuses `self.log`, the last value of each name (see `log`).
+        self.barebones_logged: dict[str, Any] = {}
 
     @property
     def is_classifier(self) -> bool:
@@ -134,9 +136,18 @@ class MetaLearner(LightningModule, ABC):
         self.objective, self._log_through = objective, log
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
-        """``LightningModule.log``, or the owner's where :meth:`train_as_part` set one."""
+        """``LightningModule.log``, or the owner's where :meth:`train_as_part` set one.
+
+        Under a ``Trainer(barebones=True)`` (the federated client's: Lightning's logging costs about a
+        quarter of a small meta-step, and a barebones Trainer refuses it) nothing reaches Lightning:
+        the last value of each name is kept, detached, in ``barebones_logged`` (which the client empties
+        before each fit and reads ``train/loss`` from after it).
+        """
         if self._log_through is not None:
             return self._log_through(name, value, *args, **kwargs)
+        if getattr(self._trainer, "barebones", False):
+            self.barebones_logged[name] = value.detach() if isinstance(value, Tensor) else value
+            return None
         return super().log(name, value, *args, **kwargs)
 
     # ---- metrics -------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ what a meta-learner needs on top of it:
 
 - :class:`~lit_meta.federated.client.MetaClient`: a client that wraps any lit-meta learner, loads the
   received weights, meta-trains them for a few meta-steps on its own tasks with a Lightning
-  ``Trainer`` and replies with the new weights; it evaluates by adapting to its own tasks.
+  ``Trainer`` and replies with the new weights; it evaluates by adapting to its own tasks (a training
+  client, to tasks of its own local test data). Each call trains a new copy of the learner
+  with a lean ``Trainer`` (:mod:`~lit_meta.federated.trainer`).
 - :class:`~lit_meta.federated.data.FederatedData`: the clients' data contract
-  (``datamodules.federated.ClientPartition`` implements it).
+  (``datamodules.federated.ClientPartition`` implements it), participant evaluation included.
 - :class:`~lit_meta.federated.grid.InProcessGrid`: a Flower ``Grid`` that runs the real ``ClientApp``
   of each node in this process (serially and deterministic, or some side by side within the round
   timeout): no Ray, for tests and small runs.

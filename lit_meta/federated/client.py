@@ -5,12 +5,19 @@ client meta-trains them on its own tasks (support/query split per task, as in ce
 meta-training) for a few meta-steps and sends them back; the server aggregates. Evaluation adapts the
 received meta-learner to the client's own tasks and reports query accuracy. The learner's own
 ``episode`` does the adapting, so MAML stays second order where the learner is.
+
+A training client asked for a participant evaluation (an ``evaluate`` message whose config says
+:data:`~lit_meta.federated.data.EVALUATION` = :data:`~lit_meta.federated.data.PARTICIPANT`) adapts its
+personal state, the received weights with the personal ones it keeps, to tasks of its own local test
+data (:meth:`~lit_meta.federated.data.FederatedData.participant_tasks`).
+
+Each call trains a new copy of the learner with a lean ``Trainer``
+(:func:`~lit_meta.federated.trainer.client_trainer`).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -21,6 +28,7 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from torch import Tensor
 
 from lit_meta.algorithms.base import MetaLearner
+from lit_meta.federated.data import EVALUATION, PARTICIPANT
 from lit_meta.federated.records import (
     arrays_dtype,
     cast_arrays,
@@ -32,6 +40,7 @@ from lit_meta.federated.records import (
     without,
 )
 from lit_meta.federated.settings import RunSettings
+from lit_meta.federated.trainer import client_trainer
 from lit_meta.validation import check_positive_int, check_type
 
 
@@ -67,7 +76,9 @@ class MetaClient:
             a function of both so that a run repeats exactly. A ``num_examples`` attribute, if the
             datamodule has one, is the client's data size used to weight its update (else 1). A
             ``role(partition_id)`` method, if it has one (a :class:`~lit_meta.federated.data.FederatedData`
-            has), says whether the client trains or is an unseen test client (else it does both).
+            has), says whether the client trains or is an unseen test client (else it does both); a
+            ``participant_tasks(partition_id)`` method, a training client's evaluation on its local
+            test data (for participant evaluations).
         local_steps: meta-steps per round, unless the round's config sets ``local-steps``.
         seed: base seed; each (client, round) trains under ``seed + 1000 * round + partition``.
         accelerator: Lightning accelerator of the local ``Trainer``.
@@ -143,17 +154,16 @@ class MetaClient:
         callbacks = []
         if mu > 0:
             callbacks.append(ProximalTerm(mu, {k: p.detach().clone() for k, p in learner.named_parameters()}))
-        trainer = self._trainer(max_steps=steps, callbacks=callbacks)
-        trainer.fit(learner, datamodule=datamodule)
-        received = message.content.array_records["arrays"]
+        self._trainer(max_steps=steps, callbacks=callbacks).fit(learner, datamodule=datamodule)
         arrays = learner_arrays(learner)
+        loss = learner.barebones_logged.get("train/loss")
+        received = message.content.array_records["arrays"]
         if self.personal:  # the personal part stays here, for this client's next round
             context.state["personal"] = only(arrays, self.personal)
             arrays = without(arrays, self.personal)
         if arrays_dtype(received) == "float16":  # reply as the server sends: it asked for half the bytes
             arrays = cast_arrays(arrays, "float16")
         check_arrays(arrays, received)  # never send NaN (or an overflow to inf) or a wrong shape
-        loss = trainer.callback_metrics.get("train/loss")
         metrics = MetricRecord(
             {
                 "num-examples": int(getattr(datamodule, "num_examples", 1)),
@@ -164,19 +174,30 @@ class MetaClient:
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
 
     def evaluate(self, message: Message, context: Context) -> Message:
-        """Adapt the received meta-learner to each of this client's test tasks; reply with the mean
-        query accuracy (or MSE), weighted by the number of tasks."""
+        """Adapt the received meta-learner (with this client's personal weights, if it keeps any) to
+        each of this client's test tasks, or, in a participant evaluation (the config's
+        :data:`~lit_meta.federated.data.EVALUATION`), to its participant tasks on its local test data;
+        reply with the mean query accuracy (or MSE), weighted by the number of tasks.
+
+        Raises:
+            ValueError: a participant evaluation, but ``data`` has no ``participant_tasks`` or refuses
+                this client (answered as an error reply, which the server counts as failed).
+        """
         partition, config = _partition(context), _config(message)
+        if config.get(EVALUATION) == PARTICIPANT:
+            datamodule = _participant_tasks(self.data, partition)
+        else:
+            datamodule = self.data(partition, int(config.get("server-round", 0)))
         learner = self._received(message, context)
-        datamodule = self.data(partition, int(config.get("server-round", 0)))
         learner.record_test_curves(learner.eval_inner_steps)
         self._trainer().test(learner, datamodule=datamodule, verbose=False)
         per_task = learner.test_curves()[-1].cpu().double().numpy()
+        metric = learner.metric_name
         metrics = MetricRecord(
             {
                 "num-examples": int(per_task.size),
-                learner.metric_name: float(per_task.mean()),
-                f"{learner.metric_name}-sq": float(np.square(per_task).mean()),
+                metric: float(per_task.mean()),
+                f"{metric}-sq": float(np.square(per_task).mean()),
                 "unit-weight": 1,  # the same keys as a training reply, for strategies weighting by it
             }
         )
@@ -192,28 +213,17 @@ class MetaClient:
         )
 
     def _received(self, message: Message, context: Context) -> MetaLearner:
-        """A copy of the learner with the received weights (and this client's personal ones, if any)."""
+        """A copy of the learner with the received weights, and this client's personal ones where it
+        keeps any (else the given learner's)."""
         learner = copy.deepcopy(self.learner)
         load_arrays(learner, message.content.array_records["arrays"], absent=self.personal)
         if self.personal and "personal" in context.state:
-            shared = [name for name in learner_arrays(learner) if name not in self.personal]
+            shared = [name for name in learner.state_dict() if name not in self.personal]
             load_arrays(learner, context.state["personal"], absent=shared)
         return learner
 
     def _trainer(self, **kwargs: object) -> Trainer:
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per round
-        return Trainer(
-            accelerator=self.accelerator,
-            devices=1,
-            precision=self.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            **kwargs,
-        )
+        return client_trainer(self.accelerator, self.precision, **kwargs)
 
 
 def client_app(client: MetaClient) -> ClientApp:
@@ -232,6 +242,16 @@ def _partition(context: Context) -> int:
             "(start SuperNodes with --node-config 'partition-id=0 num-partitions=4')."
         )
     return int(context.node_config["partition-id"])
+
+
+def _participant_tasks(data: ClientData, partition: int) -> LightningDataModule:
+    """``data.participant_tasks(partition)``, where ``data`` has them."""
+    if not callable(getattr(data, "participant_tasks", None)):
+        raise ValueError(
+            f"Expected `data` with `participant_tasks` to evaluate training client {partition} on its local test "
+            f"data, but got {type(data).__name__}, which has none."
+        )
+    return data.participant_tasks(partition)
 
 
 def _config(message: Message) -> ConfigRecord:

@@ -17,7 +17,11 @@ FedAdam, FedMedian, a DP wrapper, ...) and:
   ``eval-failures`` in the round's record) and stops the run if an evaluated round has none left;
 - pools the test clients' personalised results into one mean with its 95% CI and keeps each
   client's figure (:attr:`Guarded.rounds`), with the replies used, the late and failed ones, the
-  bytes and the seconds of every round.
+  bytes and the seconds of every round;
+- with ``evaluate_participants`` > 0, also sends ``evaluate`` messages (their config saying
+  :data:`~lit_meta.federated.data.EVALUATION` = :data:`~lit_meta.federated.data.PARTICIPANT`) to a
+  seeded sample of the training clients, which evaluate their personal state on their own local test
+  data, and pools those results apart (``participants-*``), leaving the test clients' as they are.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from lit_meta.federated.data import EVALUATION, PARTICIPANT
 from lit_meta.federated.errors import FederationError
 from lit_meta.federated.grid import NodeSubset
 from lit_meta.federated.records import arrays_dtype, cast_arrays, check_arrays
@@ -49,10 +54,14 @@ class Guarded(Strategy):
 
     Args:
         strategy: any Flower ``Strategy``.
-        settings: the run's settings (``min_replies``, ``evaluate_every``, ``rounds``, ``start_round``,
-            ``seed``, ``transfer``).
+        settings: the run's settings (``min_replies``, ``evaluate_every``, ``evaluate_participants``,
+            ``rounds``, ``start_round``, ``seed``, ``transfer``).
         roles: which nodes train and which evaluate; ``None``: every node does both.
         metric: the evaluation metric the clients report (``"accuracy"`` or ``"mse"``).
+
+    Raises:
+        ValueError: ``evaluate_participants`` > 0 but no node has role ``"train"`` (a node of role
+            ``"both"`` is evaluated as a test client).
 
     Attributes:
         rounds: per round (counted from the run's first, a resumed run's included): ``sent``,
@@ -60,7 +69,10 @@ class Guarded(Strategy):
             ``failures`` (an error reply, or one left out by the checks), ``bytes-sent``,
             ``bytes-received``, ``train-seconds`` (the training exchange), ``round-seconds`` (the
             round, its evaluation included), ``train-loss``, and in evaluated rounds the pooled metric,
-            its 95% CI, ``test-tasks``, ``eval-failures`` and each test client's figure (``clients``).
+            its 95% CI, ``test-tasks``, ``eval-failures`` and each test client's figure (``clients``);
+            where training clients were evaluated too, the same of theirs apart: ``participants-<metric>``,
+            ``participants-<metric>-ci95``, ``participants-tasks``, ``participants-eval-failures`` and
+            ``participants`` (each one's figure, by partition id).
     """
 
     def __init__(
@@ -70,8 +82,15 @@ class Guarded(Strategy):
         check_type("settings", settings, RunSettings)
         check_type("metric", metric, str)
         self.strategy, self.settings, self.roles, self.metric = strategy, settings, roles, metric
+        if settings.evaluate_participants and (roles is None or not roles.participants):
+            raise ValueError(
+                f"Expected >= 1 training client of role 'train' to evaluate with `evaluate_participants` "
+                f"{settings.evaluate_participants}, but got none (a client of role 'both' is evaluated as a test "
+                "client)."
+            )
         self._global: ArrayRecord | None = None
-        self._evaluations_sent = 0  # evaluation messages of the current round
+        self._evaluations_sent = 0  # test clients' evaluation messages of the current round
+        self._participants: set[int] = set()  # the nodes of the training clients evaluated this round
         self._started = self._sent = 0.0  # when the current round started, when its training messages left
         self.rounds: dict[int, dict] = {}
 
@@ -151,15 +170,25 @@ class Guarded(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         server_round += self.settings.start_round
-        self._evaluations_sent = 0
+        self._evaluations_sent, self._participants = 0, set()
         if not self.settings.evaluates(server_round):
             return []
-        if self.roles is not None and not self.roles.test:
-            return []
-        grid = self._grid(grid, self.roles.test if self.roles else None)
-        messages = self._encode(self.strategy.configure_evaluate(server_round, arrays, config, grid))
-        self._evaluations_sent = len(messages)
-        return messages
+        messages = []
+        if self.roles is None or self.roles.test:
+            test_grid = self._grid(grid, self.roles.test if self.roles else None)
+            messages = list(self.strategy.configure_evaluate(server_round, arrays, config, test_grid))
+            self._evaluations_sent = len(messages)
+        if self.settings.evaluate_participants:
+            nodes = {self.roles.partition[node]: node for node in self.roles.participants}
+            chosen = [nodes[client] for client in self.settings.participants(list(nodes), server_round)]
+            content = RecordDict(
+                {"arrays": arrays, "config": ConfigRecord({"server-round": server_round, EVALUATION: PARTICIPANT})}
+            )
+            messages += [
+                Message(content=content, dst_node_id=node, message_type=MessageType.EVALUATE) for node in chosen
+            ]
+            self._participants = set(chosen)
+        return self._encode(messages)
 
     def _encode(self, messages: Iterable[Message]) -> list[Message]:
         """The strategy's messages, their weights cast to the ``transfer`` dtype."""
@@ -184,8 +213,27 @@ class Guarded(Strategy):
         replies = list(replies)
         record = self.rounds.setdefault(server_round, {})
         record["round-seconds"] = round(time.monotonic() - self._started, 3)
-        if not self._evaluations_sent:  # Flower asks every round; this one evaluated nothing
+        tested = [r for r in replies if r.metadata.src_node_id not in self._participants]
+        if self._participants:  # the training clients' own figures, apart from the test clients'
+            evaluated = [r for r in replies if r.metadata.src_node_id in self._participants]
+            pooled, _ = self._pool(server_round, evaluated, len(self._participants))
+            record.update({f"participants-{key}": value for key, value in pooled.items() if key != "clients"})
+            record["participants"] = pooled["clients"]
+        if not self._evaluations_sent:  # Flower asks every round; this one evaluated no test client
             return None
+        pooled, usable = self._pool(server_round, tested, self._evaluations_sent, "test-")
+        record.update(pooled)
+        return self.strategy.aggregate_evaluate(server_round, usable)
+
+    def _pool(
+        self, server_round: int, replies: list[Message], sent: int, tasks: str = ""
+    ) -> tuple[dict, list[Message]]:
+        """The pooled figures of ``replies`` to ``sent`` evaluation messages (the metric, its 95% CI,
+        ``<tasks>tasks``, ``eval-failures`` and each client's figure, ``clients``) and the usable replies.
+
+        Raises:
+            FederationError: no reply is usable.
+        """
         clients, usable, reasons = {}, [], []
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -199,22 +247,24 @@ class Guarded(Strategy):
                 continue
             clients[self.roles.partition[node] if self.roles else node] = figures
             usable.append(reply)
-        record["eval-failures"] = self._evaluations_sent - len(usable)
         if not usable:  # never a round without its result, as Flower would give
             listed = "; ".join(reasons[:3]) or "no reply arrived before the round timeout"
+            kind = "" if tasks else "participant "
             raise FederationError(
-                f"Expected >= 1 usable evaluation reply in round {server_round}, but got 0 of "
-                f"{self._evaluations_sent} ({listed})."
+                f"Expected >= 1 usable {kind}evaluation reply in round {server_round}, but got 0 of {sent} ({listed})."
             )
         ordered = [clients[c] for c in sorted(clients)]
         mean, ci95 = pooled_mean_ci95(
             [c[self.metric] for c in ordered], [c[f"{self.metric}-sq"] for c in ordered], [c["tasks"] for c in ordered]
         )
-        record.update(
-            {self.metric: mean, f"{self.metric}-ci95": ci95, "test-tasks": sum(c["tasks"] for c in ordered)},
-            clients={c: {"tasks": v["tasks"], self.metric: v[self.metric]} for c, v in sorted(clients.items())},
-        )
-        return self.strategy.aggregate_evaluate(server_round, usable)
+        pooled = {
+            self.metric: mean,
+            f"{self.metric}-ci95": ci95,
+            f"{tasks}tasks": sum(c["tasks"] for c in ordered),
+            "eval-failures": sent - len(usable),
+            "clients": {c: {"tasks": v["tasks"], self.metric: v[self.metric]} for c, v in sorted(clients.items())},
+        }
+        return pooled, usable
 
     def _evaluation(self, reply: Message) -> dict[str, float]:
         """A test client's summary (tasks, mean and mean square of the metric), checked.

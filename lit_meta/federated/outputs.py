@@ -1,11 +1,14 @@
 """What a federated run writes after every round, in one TensorBoard version folder (``<log_dir>/<version>/``):
 
 - TensorBoard scalars under ``federated/``: the aggregated training loss, the pooled personalised
-  accuracy (or MSE) of the unseen test clients with its 95% CI and each client's figure, the
-  replies used, late and failed, the bytes sent to and received from the clients, the seconds;
+  accuracy (or MSE) of the unseen test clients with its 95% CI and each client's figure
+  (``client_<id>/``), the same of the training clients evaluated on their local test data where a
+  run asks for it (``participants-*``, ``participant_<id>/``), the replies used, late and failed, the
+  bytes sent to and received from the clients, the seconds;
 - ``checkpoints/round_<r>.ckpt`` and ``checkpoints/last.ckpt``
   (:func:`~lit_meta.federated.checkpoint.round_checkpoint`);
-- ``federated_result.json``: the run's settings, every round's record and each client's last result.
+- ``federated_result.json``: the run's settings, every round's record and each test client's last
+  result (``clients``), and each evaluated training client's (``participants``).
 """
 
 from __future__ import annotations
@@ -80,10 +83,10 @@ class RunOutputs:
         )
         save_checkpoint(checkpoint, (self.checkpoint_path(server_round), self.checkpoint_path()))
         self.write_result()
-        shown = (
-            f" {self.metric} {record[self.metric]:.4f} +- {record[self.metric + '-ci95']:.4f}"
-            if self.metric in record
-            else ""
+        shown = "".join(
+            f" {label}{self.metric} {record[key]:.4f} +- {record[key + '-ci95']:.4f}"
+            for label, key in (("", self.metric), ("participants ", f"participants-{self.metric}"))
+            if key in record
         )
         log.info(
             "Round %d: %d/%d replies (%d late, %d failed) in %.1f s, train loss %.4f%s",
@@ -103,15 +106,22 @@ class RunOutputs:
         }
         for client, figures in record.get("clients", {}).items():
             scalars[f"federated/client_{client}/{self.metric}"] = figures[self.metric]
+        for client, figures in record.get("participants", {}).items():
+            scalars[f"federated/participant_{client}/{self.metric}"] = figures[self.metric]
         self.logger.log_metrics(scalars, step=server_round)
         self.logger.save()
 
     def write_result(self) -> str:
-        """``federated_result.json``: settings, rounds, and each client's latest result; its path."""
-        clients: dict[str, dict] = {}
+        """``federated_result.json``: settings, rounds, and each client's latest result (test clients'
+        under ``clients``, evaluated training clients' under ``participants``); its path."""
+        latest: dict[str, dict[str, dict]] = {"clients": {}, "participants": {}}
         for record in self.records:
-            clients.update({str(c): {"round": record["round"], **v} for c, v in record.get("clients", {}).items()})
+            for key, figures in latest.items():
+                figures.update({str(c): {"round": record["round"], **v} for c, v in record.get(key, {}).items()})
         path = os.path.join(self.dir, "federated_result.json")
+        result = {"settings": self.settings, "rounds": self.records, "clients": latest["clients"]}
+        if latest["participants"]:
+            result["participants"] = latest["participants"]
         with atomic_open(path) as f:
-            json.dump({"settings": self.settings, "rounds": self.records, "clients": clients}, f, indent=2)
+            json.dump(result, f, indent=2)
         return path

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,16 +64,20 @@ def only(arrays: ArrayRecord, names: Sequence[str]) -> ArrayRecord:
 def load_arrays(learner: torch.nn.Module, arrays: ArrayRecord, absent: Sequence[str] = ()) -> None:
     """Load ``arrays`` (from :func:`learner_arrays` or an aggregate) into ``learner``, checked first;
     the entries named in ``absent`` (a partial federation's personal or shared part) may be missing
-    from ``arrays`` and are then left as they are."""
-    reference = without(learner_arrays(learner), absent)
-    check_arrays(without(arrays, absent), reference)
+    from ``arrays`` and are then left as they are. (Checked against the learner's own tensors, not an
+    ``ArrayRecord`` of them: serialising a large learner's weights takes milliseconds.)"""
+    absent = set(absent)
+    state = learner.state_dict()
+    reference = {name: value for name, value in state.items() if value.is_floating_point() and name not in absent}
     received = arrays.to_torch_state_dict()
-    learner.load_state_dict({**learner.state_dict(), **received})
+    check_arrays({name: value for name, value in received.items() if name not in absent}, reference)
+    learner.load_state_dict({**state, **received})
 
 
-def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
+def check_arrays(arrays: Mapping[str, Any], reference: Mapping[str, Any]) -> None:
     """Refuse weights that must not enter an aggregate: other keys or shapes than ``reference``, a
-    dtype that is not floating point, or a NaN or infinite value.
+    dtype that is not floating point, or a NaN or infinite value. ``arrays`` and ``reference`` are
+    ``ArrayRecord`` s, or dicts of (CPU) tensors.
 
     Raises:
         ValueError: naming the first offending entry.

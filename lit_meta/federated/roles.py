@@ -38,6 +38,14 @@ class Roles:
     train: list[int] = field(default_factory=list)
     test: list[int] = field(default_factory=list)
 
+    @property
+    def participants(self) -> list[int]:
+        """The nodes that train and are no test client (role ``"train"``): those a run may also evaluate
+        on their local test data (``evaluate_participants``); a node of role ``"both"`` is evaluated
+        as a test client."""
+        test = set(self.test)
+        return [node for node in self.train if node not in test]
+
 
 def discover_roles(grid: Grid, expected_nodes: int | None = None, timeout: float = 600.0) -> Roles:
     """Ask every node which client it is (a Flower ``query`` message).

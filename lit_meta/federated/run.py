@@ -53,6 +53,11 @@ class FederatedRun:
         round_timeout: seconds the server waits for the replies of a round's training (and again for
             its evaluation); a reply later than that is not used (the round's ``late``).
         evaluate_every: evaluate on the test clients every this many rounds (and after the last).
+        evaluate_participants: the share of the training clients also evaluated at each evaluation, in
+            [0, 1] (0: none; at least one when > 0): each adapts its personal state (the global weights
+            and the personal ones it keeps) to tasks of its own local test data, which it never trains
+            on (``data.participant_tasks``), and their pooled figures are recorded apart from the test
+            clients' (``participants-accuracy``, ...), as personalised FL evaluates the clients that train.
         seed: seed of client sampling and of the clients' local training.
         accelerator: the clients' Lightning accelerator.
         precision: the clients' Lightning precision.
@@ -93,6 +98,7 @@ class FederatedRun:
         min_replies: int = 1,
         round_timeout: float = 3600.0,
         evaluate_every: int = 1,
+        evaluate_participants: float = 0.0,
         seed: int = 0,
         accelerator: str = "cpu",
         precision: str = "32-true",
@@ -115,6 +121,7 @@ class FederatedRun:
             min_replies=min_replies,
             round_timeout=round_timeout,
             evaluate_every=evaluate_every,
+            evaluate_participants=evaluate_participants,
             seed=seed,
             transfer=transfer,
             personal=personal_names(model, personal) if personal else (),
@@ -186,6 +193,24 @@ class FederatedRun:
             shutil.rmtree(folder)
         self._folder_checked = True
 
+    def check_participant_tasks(self) -> None:
+        """With ``evaluate_participants`` > 0, refuse before round 1 data whose training clients hold no
+        local test data: the first training client's ``participant_tasks`` (a datamodule, not yet set up).
+
+        Raises:
+            ValueError: the data has no participant tasks (or no client of role ``"train"``).
+        """
+        if not self.settings.evaluate_participants:
+            return
+        roles = self.client_roles()
+        if "train" not in roles:
+            raise ValueError(
+                f"Expected >= 1 training client of role 'train' to evaluate with `evaluate_participants` "
+                f"{self.settings.evaluate_participants}, but got none (a client of role 'both' is evaluated as a "
+                "test client)."
+            )
+        self.data.participant_tasks(roles.index("train"))
+
     def client(self) -> MetaClient:
         """The client every node runs (on a SuperNode: built from the same config)."""
         return MetaClient.of_run(self.model, self.data, self.settings, self.accelerator, self.precision)
@@ -199,6 +224,7 @@ class FederatedRun:
         if self.resume is None:
             self.check_new_folder()  # before the clients are built: a refused run costs nothing
         nodes = self.data.num_clients  # a ClientPartition builds and checks every client's share here
+        self.check_participant_tasks()  # here too: Flower's simulation would report a refusal as an early stop
         app = client_app(self.client())
         app = app if wrap_client_app is None else wrap_client_app(app)
         if self.backend == "in_process":
@@ -235,6 +261,7 @@ class FederatedRun:
             expected_nodes: nodes to wait for before round 1 (default: every client of ``data``).
         """
         settings, arrays, version, records, log_dir = self.settings, None, self.version, [], self.log_dir
+        self.check_participant_tasks()
         record = self.record()
         if self.resume is not None:
             resumed = resume_from(self.resume, self.model, self.strategy, record)

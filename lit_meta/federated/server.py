@@ -35,7 +35,9 @@ def federate(
     """Run rounds ``settings.start_round + 1 .. settings.rounds`` of ``strategy`` on ``grid`` from
     ``learner``'s weights.
 
-    Training clients get ``train`` messages, test clients ``evaluate`` ones (:class:`Guarded`). Each
+    Training clients get ``train`` messages, test clients ``evaluate`` ones, and with
+    ``settings.evaluate_participants`` a sample of the training clients too, on their local test data
+    (:class:`Guarded`). Each
     round's sample is seeded by (``settings.seed``, round), so a resumed run (``start_round > 0``,
     ``learner`` holding round ``start_round``'s weights) goes on as an uninterrupted one would.
 
@@ -56,7 +58,8 @@ def federate(
         :attr:`Guarded.rounds <lit_meta.federated.guarded.Guarded>`.
 
     Raises:
-        ValueError: the strategy cannot sample the clients there are.
+        ValueError: the strategy cannot sample the clients there are, or no client of role ``"train"``
+            is there to evaluate with ``settings.evaluate_participants``.
         FederationError: a node did not say which client it is, a round had fewer than
             ``min_replies`` usable replies, or an evaluated round had no usable evaluation reply.
     """

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
+from lit_meta.validation import (
+    check_one_of,
+    check_positive_float,
+    check_positive_int,
+    check_type,
+    check_unit_interval,
+)
 
 Transfer = Literal["float32", "float16"]
 
@@ -23,6 +30,11 @@ class RunSettings:
         round_timeout: seconds the server waits for the replies of one exchange (a round's training,
             then its evaluation); replies later than that are not used.
         evaluate_every: evaluate on the test clients every this many rounds, and after the last.
+        evaluate_participants: the share of the training clients (those of role ``"train"``) also
+            evaluated at each evaluation, on their own local test data with their personal state
+            (:meth:`~lit_meta.federated.data.FederatedData.participant_tasks`), in [0, 1]; 0: none.
+            At least one when > 0; a sample of ``round(evaluate_participants * n)``, seeded by
+            (``seed``, round).
         seed: before each round, Python's ``random`` (from which Flower's strategies sample a round's
             clients) and NumPy's global generator (from which its DP wrappers draw noise) are seeded
             by (``seed``, round), so a resumed run samples as an uninterrupted one.
@@ -41,6 +53,7 @@ class RunSettings:
     min_replies: int = 1
     round_timeout: float = 3600.0
     evaluate_every: int = 1
+    evaluate_participants: float = 0.0
     seed: int = 0
     transfer: Transfer = "float32"
     personal: Sequence[str] = ()
@@ -50,6 +63,7 @@ class RunSettings:
         for name in ("rounds", "local_steps", "min_replies", "evaluate_every"):
             check_positive_int(name, getattr(self, name))
         check_positive_float("round_timeout", self.round_timeout)
+        check_unit_interval("evaluate_participants", self.evaluate_participants)
         check_type("seed", self.seed, int)
         check_one_of("transfer", self.transfer, ("float32", "float16"))
         check_type("personal", self.personal, (list, tuple))
@@ -66,6 +80,17 @@ class RunSettings:
     def evaluates(self, server_round: int) -> bool:
         """Whether round ``server_round`` (counted from the run's first) evaluates on the test clients."""
         return server_round % self.evaluate_every == 0 or server_round == self.rounds
+
+    def participants(self, candidates: Sequence[int], server_round: int) -> list[int]:
+        """The training clients (of the partition ids ``candidates``) evaluated in round ``server_round``:
+        a sample of ``max(1, round(evaluate_participants * len(candidates)))``, sorted, drawn from a
+        generator seeded by (``seed``, round) alone, so every runtime samples the same clients whatever
+        its node ids, and Flower's sample of the test clients is left as it is; none where
+        ``evaluate_participants`` is 0."""
+        if not self.evaluate_participants or not candidates:
+            return []
+        count = min(max(1, round(self.evaluate_participants * len(candidates))), len(candidates))
+        return sorted(random.Random(f"participants/{self.seed}/{server_round}").sample(sorted(candidates), count))
 
     def record(self) -> dict[str, Any]:
         """The settings as a run records them (``federated_result.json``, checkpoints): plain data,

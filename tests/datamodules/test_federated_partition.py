@@ -131,6 +131,52 @@ def test_an_unknown_partition_id_is_refused(omniglot_dir):
         partition(4, 1)
 
 
+def test_a_training_client_holds_out_the_last_drawers_and_evaluates_its_participant_tasks_on_them(omniglot_dir):
+    partition = ClientPartition(_omniglot(omniglot_dir, eval_queries=15), local_test_fraction=0.25)
+    dataset, labels, _ = partition.data.split_data("train")
+    share = partition.shares()[1]
+    # Each of the client's 24 classes: 20 drawers in sample order, the last 5 held out.
+    position = {}  # image -> its drawer (its rank among its class's samples)
+    for label in {labels[i] for i in share.indices}:
+        members = [i for i in share.indices if labels[i] == label]
+        assert len(members) == 20
+        position.update({dataset[i][0].numpy().tobytes(): rank for rank, i in enumerate(members)})
+    client = partition(1, server_round=2)
+    assert client.num_examples == 24 * 15
+    client.setup("fit")
+    trained = set()
+    for _, batch in zip(range(3), client.train_dataloader()):
+        trained |= _images(batch)
+    assert {position[image] for image in trained} <= set(range(15))  # drawers 1-15 only
+    participant = partition.participant_tasks(1)
+    participant.setup("test")
+    tasks = list(participant.test_dataloader())
+    assert sum(t.num_tasks for t in tasks) == 4
+    for task in tasks:
+        # 3-way 1-shot (the test tasks' shape), min(eval_queries 15, 5 held-out drawers) = 5 queries a class.
+        assert task.support_x.shape[1] == 3 and task.query_x.shape[1] == 15
+        assert task.query_y[0].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+        assert {position[x.numpy().tobytes()] for x in task.support_x.flatten(0, 1)} <= set(range(15))
+        assert {position[x.numpy().tobytes()] for x in task.query_x.flatten(0, 1)} <= set(range(15, 20))
+    again = partition.participant_tasks(1)
+    again.setup("test")
+    assert torch.equal(next(iter(again.test_dataloader())).query_x, tasks[0].query_x)  # the same every round
+    with pytest.raises(ValueError, match=r"Expected a training client for a participant evaluation, but got client 2"):
+        partition.participant_tasks(2)
+    with pytest.raises(ValueError, match=r"Expected `local_test_fraction` > 0 \(training clients holding local test"):
+        ClientPartition(_omniglot(omniglot_dir)).participant_tasks(0)
+
+
+def test_a_client_too_small_for_its_participant_tasks_is_refused_before_training(omniglot_dir):
+    partition = ClientPartition(_omniglot(omniglot_dir, eval_shots=17), local_test_fraction=0.25)
+    with pytest.raises(
+        ValueError,
+        match=r"Expected client 0 \(images_background_small1/Alphabet_0\) to hold >= 3 classes \(`eval_ways`\) with "
+        r">= 17 training and 2 local test samples each for its participant tasks, but got 0\.",
+    ):
+        partition.shares()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -142,6 +188,7 @@ def test_an_unknown_partition_id_is_refused(omniglot_dir):
         ({"splits_per_group": 0}, ValueError, r"Expected `splits_per_group` >= 1, but got 0"),
         ({"alpha": 0.0}, ValueError, r"Expected `alpha` > 0, but got 0.0"),
         ({"data": "omniglot"}, TypeError, r"Expected `data` to be EpisodicDataModule, but got str"),
+        ({"local_test_fraction": 1}, ValueError, r"Expected `local_test_fraction` < 1 \(a training client trains"),
     ],
 )
 def test_bad_arguments_are_refused(omniglot_dir, kwargs, error, match):

@@ -176,7 +176,8 @@ def test_held_out_devices_never_train():
     federation = SyntheticFederation(num_devices=10, test_fraction=0.3)
     assert [federation.role(k) for k in range(10)] == ["train"] * 7 + ["test"] * 3
     test_device, train_device = federation(9, 1), federation(0, 1)
-    assert test_device.num_examples == 0 and train_device.num_examples == device_size(0)
+    assert test_device.num_examples == 0
+    assert train_device.num_examples == federation.local_split(0)[0] == device_size(0) - federation.local_split(0)[1]
     for datamodule in (test_device, train_device):
         datamodule.trainer = None
     with pytest.raises(ValueError, match="device 9, a held-out test device"):
@@ -205,6 +206,76 @@ def test_tasks_are_disjoint_draws_keyed_by_device_round_and_index():
     assert sum(t.num_tasks for t in datamodule.test_dataloader()) == 4
 
 
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.reshape(-1, x.shape[-1])}
+
+
+def test_a_training_device_holds_out_its_last_samples_as_its_local_test_part():
+    federation = SyntheticFederation(num_devices=400, eval_queries=15, local_test_fraction=0.25)
+    sizes = device_sizes(300)
+    small, large = int(np.argmin(sizes)), int(np.argmax(sizes))  # 50 samples, and thousands
+    assert sizes[small] == 50 and sizes[large] > 1000
+    # max(eval_queries, ceil(0.25 * n)): the queries' floor for a small device, the fraction for a large one.
+    assert federation.local_split(small) == (35, 15)
+    held_out = -(-int(sizes[large]) // 4)
+    assert federation.local_split(large) == (sizes[large] - held_out, held_out)
+    assert all(sum(federation.local_split(k)) == device_size(k) for k in range(20))
+    assert federation.local_split(399) == (device_size(399), 0)  # a held-out device: no split
+    # The rule alone decides it: another federation object, or its pickled copy, splits alike.
+    assert SyntheticFederation(num_devices=400, eval_queries=15, local_test_fraction=0.25).local_split(large) == (
+        federation.local_split(large)
+    )
+    default = SyntheticFederation(num_devices=400)  # eval_queries 20, fraction 0.2
+    assert default.local_split(small) == (30, 20) and default.local_split(large)[1] == -(-int(sizes[large]) // 5)
+
+
+def test_training_tasks_draw_only_from_the_local_training_part_and_participant_queries_only_from_the_rest():
+    federation = SyntheticFederation(num_devices=20, shots=5, queries=7, eval_shots=3, eval_queries=6, test_tasks=6)
+    device = 3
+    x, _ = federation.device_data(device)
+    train_part, held_out = federation.local_split(device)
+    training, local_test = _rows(x[:train_part]), _rows(x[train_part:])
+    assert len(training) == train_part and len(local_test) == held_out and not training & local_test
+    drawn = set()
+    for server_round in (1, 2, 3):
+        datamodule = federation(device, server_round)
+        datamodule.trainer = None
+        for _, task in zip(range(25), datamodule.train_dataloader()):
+            drawn |= _rows(task.support_x) | _rows(task.query_x)
+    assert drawn <= training and len(drawn) > train_part // 2  # never a local test sample
+    participant = federation.participant_tasks(device)
+    participant.trainer = None
+    tasks = list(participant.test_dataloader())
+    assert sum(t.num_tasks for t in tasks) == 6
+    for task in tasks:
+        assert task.support_x.shape[1:] == (3, 60) and task.query_x.shape[1:] == (6, 60)
+        assert _rows(task.support_x) <= training and _rows(task.query_x) <= local_test
+    again = federation.participant_tasks(device)
+    again.trainer = None
+    assert all(torch.equal(a.query_x, b.query_x) for a, b in zip(tasks, again.test_dataloader()))  # every round
+    other_seed = SyntheticFederation(num_devices=20, shots=5, queries=7, eval_shots=3, eval_queries=6, eval_seed=7)
+    other = other_seed.participant_tasks(device)
+    other.trainer = None
+    assert not torch.equal(next(iter(other.test_dataloader())).query_x, tasks[0].query_x)
+    # The unseen test clients' tasks are not the participants': a held-out device draws from all its samples.
+    with pytest.raises(ValueError, match=r"Expected a training device for a participant evaluation, but got device 19"):
+        federation.participant_tasks(19)
+    participant.trainer = None
+    with pytest.raises(ValueError, match="device 3's participant evaluation tasks"):
+        participant.setup("fit")
+
+
+def test_a_held_out_devices_tasks_are_as_before_the_local_split():
+    """A held-out device's tasks draw from all its samples, as they did before training devices held out
+    a local test part: the keys and draws are unchanged (``choice(n_k, shots + queries)``)."""
+    federation = SyntheticFederation(num_devices=10, eval_shots=4, eval_queries=5, test_tasks=2)
+    x, y = federation.device_data(9)
+    stream = np.random.default_rng(np.random.SeedSequence([federation.eval_seed, 4, 9, 0]))
+    chosen = torch.from_numpy(stream.choice(len(y), 9, replace=False))
+    task = _batch(federation(9, 1), "test")
+    assert torch.equal(task.support_x[0], x[chosen[:4]]) and torch.equal(task.query_y[0], y[chosen[4:]])
+
+
 def test_metric_learners_are_refused():
     federation = SyntheticFederation(num_devices=10)
     datamodule = federation(9, 1)
@@ -228,6 +299,19 @@ def test_metric_learners_are_refused():
         ({"seed": -1}, ValueError, r"Expected `seed` >= 0, but got -1\."),
         ({"meta_batch_size": 2.0}, TypeError, "Expected `meta_batch_size` to be int"),
         ({"cache_devices": -1}, ValueError, r"Expected `cache_devices` >= 0"),
+        ({"local_test_fraction": 1.0}, ValueError, r"Expected `local_test_fraction` < 1 .*, but got 1\."),
+        ({"local_test_fraction": -0.1}, ValueError, r"Expected `local_test_fraction` in \[0, 1\], but got -0.1\."),
+        (
+            {"shots": 15, "queries": 20},
+            ValueError,
+            r"Expected `shots` \+ `queries` <= 30, the local training part of the smallest device \(50 samples, 20 "
+            r"held out: max\(`eval_queries`, ceil\(`local_test_fraction` \* 50\)\)\), but got 35\.",
+        ),
+        (
+            {"eval_shots": 40, "eval_queries": 5, "local_test_fraction": 0.3},
+            ValueError,
+            r"Expected `eval_shots` <= 35, the local training part of the smallest device \(50 samples, 15 held out",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(arguments, error, match):
@@ -294,12 +378,17 @@ def test_lit_meta_federate_runs_the_configs_on_50_devices(tmp_path, monkeypatch)
         "test": 10,
         "sha256": hashlib.sha256(roles.encode()).hexdigest(),
     }
-    assert [(r["round"], r["sent"], r["replies"], r["test-tasks"]) for r in result["rounds"]] == [
-        (1, 4, 4, 4),
-        (2, 4, 4, 4),
+    # base.yaml evaluates 1.25% of the training devices too: round(0.0125 * 40) = 0, so one.
+    assert [
+        (r["round"], r["sent"], r["replies"], r["test-tasks"], r["participants-tasks"]) for r in result["rounds"]
+    ] == [
+        (1, 4, 4, 4, 2),
+        (2, 4, 4, 4, 2),
     ]
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["rounds"])
+    assert all(0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["participants-accuracy"] <= 1.0 for r in result["rounds"])
     trained = {device for device, stage in stages if stage == "fit"}
     tested = {device for device, stage in stages if stage == "test"}
+    held_out, participants = {int(c) for c in result["clients"]}, {int(c) for c in result["participants"]}
     assert len(trained) >= 4 and max(trained) < 40  # a held-out device never trains
-    assert tested and min(tested) >= 40 and {int(c) for c in result["clients"]} == tested
+    assert held_out and min(held_out) >= 40 and participants and max(participants) < 40
+    assert tested == held_out | participants

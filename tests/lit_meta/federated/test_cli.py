@@ -230,6 +230,18 @@ def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_client
     assert result["rounds"][0]["replies"] == 1 and result["rounds"][0]["test-tasks"] == 6
 
 
+def test_training_clients_evaluated_on_their_held_out_drawers_are_recorded_apart(data_dir, tmp_path):
+    participants = ("--data.init_args.local_test_fraction=0.25", "--evaluate_participants=1.0")
+    federate(data_dir, tmp_path, *participants, "--version=participants")
+    result = json.loads((tmp_path / "participants" / "federated_result.json").read_text())
+    assert result["settings"]["evaluate_participants"] == 1.0
+    for record in result["rounds"]:
+        assert set(record["participants"]) == {"0", "1"} and set(record["clients"]) == {"2", "3"}
+        assert record["participants-tasks"] == record["test-tasks"] == 6  # 3 tasks a client
+        assert 0.0 <= record["participants-accuracy"] <= 1.0 and record["participants-eval-failures"] == 0
+    assert set(result["participants"]) == {"0", "1"}
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -245,6 +257,12 @@ def test_the_centralised_config_trains_one_pooled_client_on_the_same_test_client
         ),
         (("--strategy=flwr.serverapp.strategy.FedNothing",), "FedNothing"),
         (("--backend=cluster",), "Expected `backend` to be one of 'in_process', 'simulation', but got 'cluster'."),
+        (("--evaluate_participants=1.5",), "Expected `evaluate_participants` in [0, 1], but got 1.5."),
+        (
+            ("--evaluate_participants=0.5",),
+            "Expected `local_test_fraction` > 0 (training clients holding local test data) to evaluate participants, "
+            "but got 0.",
+        ),
         (
             ("--resume=/no/such.ckpt",),
             "Expected a federated round checkpoint file at '/no/such.ckpt', but got no such file.",
@@ -286,6 +304,7 @@ def test_print_config_shows_every_argument(capsys):
         "resume:",
         "transfer:",
         "personal:",
+        "evaluate_participants:",
     )
     for key in (*keys, "min_train_nodes:"):
         assert key in printed

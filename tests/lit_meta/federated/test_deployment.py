@@ -53,10 +53,11 @@ def test_a_superlink_and_two_authenticated_supernodes_run_the_federated_app_over
     for archive in ("images_background_small1", "images_background_small2"):  # 1 training, 1 test client
         omniglot_zip(str(data), archive, alphabets=1, characters=6)
     overrides = tmp_path / "tiny.yaml"
-    overrides.write_text(
+    overrides.write_text(  # the training client is evaluated on its held-out drawers too
         f"rounds: 2\nlocal_steps: 2\nevaluate_every: 1\nlog_dir: {tmp_path / 'logs'}\nversion: deployed\n"
+        "evaluate_participants: 1.0\n"
         "strategy:\n  init_args: {min_train_nodes: 1, min_evaluate_nodes: 1, min_available_nodes: 1}\n"
-        "data:\n  init_args:\n    data:\n      init_args:\n"
+        "data:\n  init_args:\n    local_test_fraction: 0.25\n    data:\n      init_args:\n"
         f"        {{data_dir: {data}, ways: 3, meta_batch_size: 1, test_tasks: 3}}\n"
     )
     config = ",".join(str(p) for p in (CONFIGS / "base.yaml", CONFIGS / "protonet.yaml", overrides))
@@ -74,6 +75,7 @@ def test_a_superlink_and_two_authenticated_supernodes_run_the_federated_app_over
     }
     assert [(r["round"], r["replies"]) for r in result["rounds"]] == [(1, 1), (2, 1)]
     assert result["rounds"][-1]["test-tasks"] == 3  # the test client evaluated after the last round
+    assert result["rounds"][-1]["participants-tasks"] == 3 and set(result["participants"]) == {"0"}
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["federated"]["round"] == 2
 
 

@@ -18,6 +18,12 @@ from lit_meta.federated.roles import check_strategy, known_roles, role_summary
         ({"min_replies": 0}, ValueError, r"Expected `min_replies` >= 1, but got 0\."),
         ({"evaluate_every": -1}, ValueError, r"Expected `evaluate_every` >= 1, but got -1\."),
         ({"round_timeout": 0.0}, ValueError, r"Expected `round_timeout` > 0, but got 0.0\."),
+        ({"evaluate_participants": 1.5}, ValueError, r"Expected `evaluate_participants` in \[0, 1\], but got 1.5\."),
+        (
+            {"evaluate_participants": "all"},
+            TypeError,
+            r"Expected `evaluate_participants` to be int or float, but got str",
+        ),
         ({"round_timeout": float("inf")}, ValueError, r"Expected a finite `round_timeout`, but got inf\."),
         ({"seed": True}, TypeError, r"Expected `seed` to be int, but got bool True\."),
         ({"transfer": "int8"}, ValueError, r"Expected `transfer` to be one of 'float32', 'float16', but got 'int8'\."),
@@ -45,11 +51,26 @@ def test_settings_record_as_plain_data_without_the_start_round():
         "min_replies": 1,
         "round_timeout": 3600.0,
         "evaluate_every": 2,
+        "evaluate_participants": 0.0,
         "seed": 0,
         "transfer": "float32",
         "personal": ["head.weight"],
     }
     assert [r for r in range(1, 6) if settings.evaluates(r)] == [2, 4, 5]  # and after the last
+
+
+def test_the_participants_evaluated_are_a_seeded_sample_of_round_share_of_the_training_clients():
+    settings = RunSettings(rounds=3, local_steps=1, evaluate_participants=0.0125, seed=4)
+    clients = list(range(800))
+    first = settings.participants(clients, 1)
+    assert len(first) == 10 and first == sorted(set(first)) and set(first) <= set(clients)  # 0.0125 * 800
+    assert settings.participants(list(reversed(clients)), 1) == first  # whatever order the ids come in
+    assert settings.participants(clients, 2) != first  # another round, another sample
+    other_seed = RunSettings(rounds=3, local_steps=1, evaluate_participants=0.0125, seed=5)
+    assert other_seed.participants(clients, 1) != first
+    assert len(RunSettings(rounds=3, local_steps=1, evaluate_participants=0.001).participants(clients, 1)) == 1
+    assert RunSettings(rounds=3, local_steps=1, evaluate_participants=1.0).participants([3, 1, 2], 1) == [1, 2, 3]
+    assert RunSettings(rounds=3, local_steps=1).participants(clients, 1) == []  # 0: none
 
 
 def test_the_clients_are_recorded_by_counts_and_a_digest_of_their_roles():
