@@ -12,7 +12,7 @@ seed, so the same devices are sampled each round:
   ``round_timeout`` before replying: the server never gets their reply (``late``), and they stay busy,
   so a delayed device sampled again in the next round gets no message there either.
 
-The runs evaluate nothing during the rounds (``fraction_evaluate: 0``): afterwards each run's final
+The runs evaluate nothing during the rounds (``fraction_evaluate: 0``, ``evaluate_participants: 0``): afterwards each run's final
 global meta-learner is evaluated on all 200 held-out devices by the same client app, one after
 another with no timeout, and pooled over their tasks (mean and 95% CI, as the server pools them).
 
@@ -60,6 +60,7 @@ def command_line(options: argparse.Namespace, log_dir: str, version: str) -> lis
         "--data.init_args.beta", "0.5",
         "--strategy.init_args.fraction_train", str((options.sampled + 0.5) / TRAIN_DEVICES),
         "--strategy.init_args.fraction_evaluate", "0.0",
+        "--evaluate_participants", "0.0",
         "--rounds", str(options.rounds),
         "--round_timeout", str(options.round_timeout),
         "--client_workers", str(options.client_workers),

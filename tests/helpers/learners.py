@@ -17,10 +17,14 @@ from torch.utils.data import DataLoader
 from lit_meta.algorithms import (
     ANIL,
     MAML,
+    Ditto,
+    FedRep,
     MatchingNetworks,
     MetaDistillation,
     MetaLearner,
     MetaSGD,
+    PerFedAvg,
+    PFedMe,
     PrototypicalNetworks,
     Reptile,
     SupervisedTransfer,
@@ -83,6 +87,21 @@ LEARNERS = {
     "matching_fce": lambda out, loss: MatchingNetworks(_mlp(out), fce=True, fce_steps=2),
     "supervised": lambda out, loss: SupervisedTransfer(_mlp(out)),
     "supervised_finetune": lambda out, loss: SupervisedTransfer(_mlp(out), adapt="finetune", finetune_steps=3),
+    # Personalised federated learning baselines (lit_meta/algorithms/{perfedavg,ditto,fedrep,pfedme}.py).
+    "perfedavg_fo": lambda out, loss: PerFedAvg(
+        _mlp(out), alpha=0.1, beta=0.05, variant="fo", loss=loss, eval_inner_steps=2
+    ),
+    "perfedavg_hf": lambda out, loss: PerFedAvg(
+        _mlp(out), alpha=0.1, beta=0.05, variant="hf", loss=loss, eval_inner_steps=2
+    ),
+    "ditto": lambda out, loss: Ditto(_mlp(out), lam=0.1, lr=0.1, loss=loss, eval_inner_steps=2),
+    "fedrep": lambda out, loss: FedRep(_mlp(out), head_steps=1, lr=0.1, loss=loss, eval_inner_steps=2),
+    "fedrep_new_head": lambda out, loss: FedRep(
+        _mlp(out), head_steps=1, lr=0.1, eval_head="new", loss=loss, eval_inner_steps=2
+    ),
+    "pfedme": lambda out, loss: PFedMe(
+        _mlp(out), lam=15.0, personal_lr=0.05, personal_steps=2, lr=0.05, loss=loss, eval_inner_steps=2
+    ),
 }
 # MetaDistillation with a student of each family, taught by a small MAML checkpoint.
 for _family in ("maml", "maml_batched", "maml_per_task", "anil", "reptile", "protonet", "matching"):
