@@ -140,8 +140,9 @@ def measure(devices: int, backend: str, rounds: int, local_steps: int) -> dict:
         peak = max(peak, tree_rss(process))
         time.sleep(0.1)
     out, err = child.communicate()
-    if child.returncode:
-        raise SystemExit(f"{backend}, {devices} devices: failed ({child.returncode}):\n{err[-3000:]}")
+    if child.returncode:  # a row that failed is a result too (e.g. the roles not asked in time)
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        return {"devices": devices, "backend": backend, "error": lines[-1] if lines else f"exit {child.returncode}"}
     return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mib": peak / 2**20}
 
 
@@ -162,6 +163,9 @@ def main() -> None:
         for devices in options.devices:
             rows.append(measure(devices, backend, options.rounds, options.local_steps))
             row = rows[-1]
+            if "error" in row:
+                print(f"{backend} N={devices}: failed: {row['error']}", file=sys.stderr)
+                continue
             print(
                 f"{backend} N={devices}: {row['round_seconds']:.2f} s/round, setup {row['setup_seconds']:.1f} s, "
                 f"aggregation {row['aggregation_seconds'] * 1000:.1f} ms, peak {row['peak_rss_mib']:.0f} MiB",
@@ -171,8 +175,13 @@ def main() -> None:
     print("| backend | N | s / round | vs N = first | setup (s) | aggregation (ms) | peak RSS (MiB) | vs N = first |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for backend in options.backends:
-        own = [row for row in rows if row["backend"] == backend]
-        for row in own:
+        own = [row for row in rows if row["backend"] == backend and "error" not in row]
+        for row in rows:
+            if row["backend"] != backend:
+                continue
+            if "error" in row:
+                print(f"| {backend} | {row['devices']:,} | failed: {row['error']} | | | | | |")
+                continue
             print(
                 f"| {backend} | {row['devices']:,} | {row['round_seconds']:.2f} | "
                 f"{row['round_seconds'] / own[0]['round_seconds']:.2f}x | {row['setup_seconds']:.1f} | "

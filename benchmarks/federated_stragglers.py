@@ -12,7 +12,8 @@ seed, so the same devices are sampled each round:
   ``round_timeout`` before replying: the server never gets their reply (``late``), and they stay busy,
   so a delayed device sampled again in the next round gets no message there either.
 
-The runs evaluate nothing during the rounds (``fraction_evaluate: 0``, ``evaluate_participants: 0``): afterwards each run's final
+The runs evaluate nothing during the rounds (``fraction_evaluate: 0``, ``evaluate_participants: 0``):
+afterwards each run's final
 global meta-learner is evaluated on all 200 held-out devices by the same client app, one after
 another with no timeout, and pooled over their tasks (mean and 95% CI, as the server pools them).
 
