@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_meta.algorithms.base import Loss, MetaLearner, head_size
-from lit_meta.algorithms.personalised import adapt_episode, adapt_task, all_samples
+from lit_meta.algorithms.base import Loss
+from lit_meta.algorithms.personalised import BackboneLearner, adapt_episode, adapt_task, all_samples
 from lit_meta.functional import gradient_surrogate, proximal_gradients
 from lit_meta.tasks import Task
-from lit_meta.validation import check_positive_float, check_positive_int, check_type
+from lit_meta.validation import check_positive_float, check_positive_int
 
 
 class PersonalModel(nn.Module):
@@ -37,7 +37,7 @@ class PersonalModel(nn.Module):
         return self.network(x)
 
 
-class Ditto(MetaLearner):
+class Ditto(BackboneLearner):
     """Ditto: each client trains the global model with FedAvg's local SGD and, beside it, a personal
     model regularised towards the global one.
 
@@ -83,13 +83,10 @@ class Ditto(MetaLearner):
         eval_inner_steps: int = 5,
         loss: Loss = "cross_entropy",
     ) -> None:
-        check_positive_float("lr", lr)
-        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=partial(torch.optim.SGD, lr=lr))
-        check_type("backbone", backbone, nn.Module)
+        super().__init__(backbone, lr, eval_inner_steps, loss)
         check_positive_float("lam", lam, allow_zero=True)
         if personal_lr is not None:
             check_positive_float("personal_lr", personal_lr)
-        self.backbone = backbone
         self.personal_model = PersonalModel(copy.deepcopy(backbone))
         self.lam, self.lr = lam, lr
         self.personal_lr = lr if personal_lr is None else personal_lr
@@ -97,20 +94,9 @@ class Ditto(MetaLearner):
         self._round_global: dict[str, Tensor] | None = None  # w_t, set when a fit starts
 
     @property
-    def max_ways(self) -> int | None:
-        return head_size(self.backbone) if self.is_classifier else None
-
-    @property
     def personal_trained(self) -> bool:
         """Whether this client's personal model has been trained (else evaluation starts from ``w``)."""
         return bool(self.personal_model.trained > 0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The global network."""
-        return self.backbone(x)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.backbone.features(x).flatten(1)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

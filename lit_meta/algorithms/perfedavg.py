@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lit_meta.algorithms.base import Loss, MetaLearner, head_size
-from lit_meta.algorithms.personalised import adapt_episode, adapt_task
+from lit_meta.algorithms.base import Loss
+from lit_meta.algorithms.personalised import BackboneLearner, adapt_episode, adapt_task
 from lit_meta.functional import (
     gradient_surrogate,
     hessian_vector_product,
@@ -19,13 +19,13 @@ from lit_meta.functional import (
     task_losses,
 )
 from lit_meta.tasks import Task
-from lit_meta.validation import check_one_of, check_positive_float, check_positive_int, check_type
+from lit_meta.validation import check_one_of, check_positive_float, check_positive_int
 
 VARIANTS = ("fo", "hf")
 HESSIAN_BATCHES = ("query_split", "other_task")
 
 
-class PerFedAvg(MetaLearner):
+class PerFedAvg(BackboneLearner):
     """Per-FedAvg: each client runs MAML's one-step meta-update on its own data; FedAvg averages.
 
     Fallah, Mokhtari and Ozdaglar, "Personalized Federated Learning with Theoretical Guarantees: A
@@ -86,25 +86,11 @@ class PerFedAvg(MetaLearner):
         eval_inner_steps: int = 1,
         loss: Loss = "cross_entropy",
     ) -> None:
-        check_positive_float("beta", beta)
-        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=partial(torch.optim.SGD, lr=beta))
-        check_type("backbone", backbone, nn.Module)
+        super().__init__(backbone, beta, eval_inner_steps, loss, lr_name="beta")
         check_positive_float("alpha", alpha)
         check_one_of("variant", variant, VARIANTS)
         check_one_of("hessian_batch", hessian_batch, HESSIAN_BATCHES)
-        self.backbone = backbone
         self.alpha, self.beta, self.variant, self.hessian_batch = alpha, beta, variant, hessian_batch
-
-    @property
-    def max_ways(self) -> int | None:
-        return head_size(self.backbone) if self.is_classifier else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The global (not personalised) network."""
-        return self.backbone(x)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.backbone.features(x).flatten(1)
 
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         # In training, the path from w to the adapted weights stays in the graph with the inner

@@ -1,16 +1,51 @@
-"""What the personalised federated learning baselines share: gradient steps on one task's support set
-from given weights (plain or proximal), and a task's samples as plain training data."""
+"""What the personalised federated learning baselines share: a learner of one backbone trained by SGD,
+gradient steps on one task's support set from given weights (plain or proximal), and a task's samples
+as plain training data."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_meta.algorithms.base import Loss, MetaLearner, head_size
 from lit_meta.functional import proximal_sgd_step, sgd_step, task_losses
 from lit_meta.tasks import Task
+from lit_meta.validation import check_positive_float, check_type
+
+
+class BackboneLearner(MetaLearner):
+    """A learner of one ``backbone`` (a ``features`` body and a ``head``, as :mod:`lit_meta.models`
+    build them) whose weights the server federates, trained by SGD: what Per-FedAvg, Ditto and pFedMe
+    share.
+
+    Args:
+        backbone: the network, ``(N, *input_shape) -> (N, *out)``.
+        lr: the SGD step size of the learner's optimiser.
+        eval_inner_steps: adaptation steps in evaluation.
+        loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
+        lr_name: the name ``lr`` has in the subclass's arguments (in error messages).
+    """
+
+    def __init__(self, backbone: nn.Module, lr: float, eval_inner_steps: int, loss: Loss, lr_name: str = "lr") -> None:
+        check_positive_float(lr_name, lr)
+        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=partial(torch.optim.SGD, lr=lr))
+        check_type("backbone", backbone, nn.Module)
+        self.backbone = backbone
+
+    @property
+    def max_ways(self) -> int | None:
+        return head_size(self.backbone) if self.is_classifier else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The federated (global, not personalised) network."""
+        return self.backbone(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.backbone.features(x).flatten(1)
 
 
 def adapt_task(

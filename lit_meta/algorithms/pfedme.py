@@ -8,14 +8,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lit_meta.algorithms.base import Loss, MetaLearner, head_size
-from lit_meta.algorithms.personalised import adapt_episode, adapt_task, all_samples
+from lit_meta.algorithms.base import Loss
+from lit_meta.algorithms.personalised import BackboneLearner, adapt_episode, adapt_task, all_samples
 from lit_meta.functional import gradient_surrogate, moreau_envelope_gradients, proximal_sgd_step
 from lit_meta.tasks import Task
-from lit_meta.validation import check_positive_float, check_positive_int, check_type
+from lit_meta.validation import check_positive_float, check_positive_int
 
 
-class PFedMe(MetaLearner):
+class PFedMe(BackboneLearner):
     """pFedMe: each client's personalised model is the proximal point of its loss around the local
     model ``w``; ``w`` descends the Moreau envelope.
 
@@ -70,25 +70,11 @@ class PFedMe(MetaLearner):
         eval_inner_steps: int = 5,
         loss: Loss = "cross_entropy",
     ) -> None:
-        check_positive_float("lr", lr)
-        super().__init__(loss=loss, eval_inner_steps=eval_inner_steps, optimizer=partial(torch.optim.SGD, lr=lr))
-        check_type("backbone", backbone, nn.Module)
+        super().__init__(backbone, lr, eval_inner_steps, loss)
         check_positive_float("lam", lam)
         check_positive_float("personal_lr", personal_lr)
         check_positive_int("personal_steps", personal_steps)
-        self.backbone = backbone
         self.lam, self.personal_lr, self.personal_steps, self.lr = lam, personal_lr, personal_steps, lr
-
-    @property
-    def max_ways(self) -> int | None:
-        return head_size(self.backbone) if self.is_classifier else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The local (global) model ``w``."""
-        return self.backbone(x)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.backbone.features(x).flatten(1)
 
     def episode(self, task: Task, *, training: bool, steps: int | None = None, every_step: bool = False) -> Tensor:
         # Training and evaluation predict alike: training_episode computes the update of w.
