@@ -13,6 +13,8 @@ what a meta-learner needs on top of it:
 - :class:`~lit_meta.federated.grid.InProcessGrid`: a Flower ``Grid`` that runs the real ``ClientApp``
   of each node in this process (serially and deterministic, or some side by side within the round
   timeout): no Ray, for tests and small runs.
+- :class:`~lit_meta.federated.pool.ClientPool`: any number of virtual clients served by a few nodes
+  of a Flower runtime (the ``simulation`` backend), so that clients never sampled cost nothing.
 - :mod:`~lit_meta.federated.records`: the learner's weights as a Flower ``ArrayRecord`` and the checks
   a reply must pass before it may enter an aggregate.
 - :mod:`~lit_meta.federated.roles`: which node is which client (asked, or known from the data), checked
@@ -40,12 +42,14 @@ from lit_meta.federated.data import FederatedData  # noqa: E402
 from lit_meta.federated.errors import FederationError  # noqa: E402
 from lit_meta.federated.grid import InProcessGrid  # noqa: E402
 from lit_meta.federated.guarded import Guarded  # noqa: E402
+from lit_meta.federated.pool import ClientPool  # noqa: E402
 from lit_meta.federated.records import check_arrays, learner_arrays, load_arrays  # noqa: E402
 from lit_meta.federated.run import FederatedRun  # noqa: E402
 from lit_meta.federated.server import federate  # noqa: E402
 from lit_meta.federated.settings import RunSettings  # noqa: E402
 
 __all__ = [
+    "ClientPool",
     "FederatedData",
     "FederatedRun",
     "FederationError",

@@ -13,6 +13,11 @@ data (:meth:`~lit_meta.federated.data.FederatedData.participant_tasks`).
 
 Each call trains a new copy of the learner with a lean ``Trainer``
 (:func:`~lit_meta.federated.trainer.client_trainer`).
+
+A node is one client (its ``partition-id`` in its node config, its personal weights in its
+``Context.state``), or, made with ``pooled=True``, serves whichever client each message names, the
+client's personal weights travelling with the message (Flower's simulation behind a
+:class:`~lit_meta.federated.pool.ClientPool`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import Tensor
 
 from lit_meta.algorithms.base import MetaLearner
 from lit_meta.federated.data import EVALUATION, PARTICIPANT
+from lit_meta.federated.pool import CLIENT_RECORD, PERSONAL_RECORD
 from lit_meta.federated.records import (
     arrays_dtype,
     cast_arrays,
@@ -88,6 +94,10 @@ class MetaClient:
             :func:`~lit_meta.federated.records.personal_names`). They live in the node's Flower
             ``Context.state`` between rounds, not in files; the server must federate with the same
             patterns.
+        pooled: serve whichever client a message names (:data:`~lit_meta.federated.pool.CLIENT_RECORD`),
+            its personal weights coming and going with the messages, as behind a
+            :class:`~lit_meta.federated.pool.ClientPool`; else this node is the client of its node
+            config's ``partition-id``, and keeps its personal weights in its ``Context.state``.
     """
 
     def __init__(
@@ -99,8 +109,10 @@ class MetaClient:
         accelerator: str = "cpu",
         precision: str = "32-true",
         personal: Sequence[str] = (),
+        pooled: bool = False,
     ) -> None:
         check_type("learner", learner, MetaLearner)
+        check_type("pooled", pooled, bool)
         check_positive_int("local_steps", local_steps)
         check_type("seed", seed, int)
         if not callable(data):
@@ -108,7 +120,7 @@ class MetaClient:
                 f"Expected `data` to be a callable (partition_id, server_round), but got {type(data).__name__}."
             )
         names = personal_names(learner, personal) if personal else []
-        self._set(learner, data, local_steps, seed, accelerator, precision, names)
+        self._set(learner, data, local_steps, seed, accelerator, precision, names, pooled)
 
     @classmethod
     def of_run(
@@ -118,12 +130,14 @@ class MetaClient:
         settings: RunSettings,
         accelerator: str = "cpu",
         precision: str = "32-true",
+        pooled: bool = False,
     ) -> MetaClient:
         """The client of a run whose ``settings``, learner and data were checked when the run was built
         (:class:`~lit_meta.federated.run.FederatedRun`): its ``local_steps``, ``seed`` and ``personal``
         weights (their resolved names) are the settings', not checked again."""
         client = cls.__new__(cls)
-        client._set(learner, data, settings.local_steps, settings.seed, accelerator, precision, list(settings.personal))
+        personal = list(settings.personal)
+        client._set(learner, data, settings.local_steps, settings.seed, accelerator, precision, personal, pooled)
         return client
 
     def _set(
@@ -135,16 +149,17 @@ class MetaClient:
         accelerator: str,
         precision: str,
         personal: list[str],
+        pooled: bool,
     ) -> None:
         self.learner, self.data, self.local_steps, self.seed = learner, data, local_steps, seed
-        self.accelerator, self.precision, self.personal = accelerator, precision, personal
+        self.accelerator, self.precision, self.personal, self.pooled = accelerator, precision, personal, pooled
 
     def train(self, message: Message, context: Context) -> Message:
         """Meta-train the received weights on this client's tasks; reply with weights and metrics.
 
         The round's config may set ``local-steps`` and ``proximal-mu`` (FedProx's :class:`ProximalTerm`).
         """
-        partition, config = _partition(context), _config(message)
+        partition, config = self._partition(message, context), _config(message)
         server_round = int(config.get("server-round", 0))
         steps = int(config.get("local-steps", self.local_steps))
         learner = self._received(message, context)
@@ -158,8 +173,12 @@ class MetaClient:
         arrays = learner_arrays(learner)
         loss = learner.barebones_logged.get("train/loss")
         received = message.content.array_records["arrays"]
-        if self.personal:  # the personal part stays here, for this client's next round
-            context.state["personal"] = only(arrays, self.personal)
+        content = RecordDict()
+        if self.personal:  # the personal part stays with this client, for its next round
+            if self.pooled:
+                content[PERSONAL_RECORD] = only(arrays, self.personal)
+            else:
+                context.state["personal"] = only(arrays, self.personal)
             arrays = without(arrays, self.personal)
         if arrays_dtype(received) == "float16":  # reply as the server sends: it asked for half the bytes
             arrays = cast_arrays(arrays, "float16")
@@ -171,7 +190,8 @@ class MetaClient:
                 "unit-weight": 1,
             }
         )
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+        content["arrays"], content["metrics"] = arrays, metrics
+        return Message(content, reply_to=message)
 
     def evaluate(self, message: Message, context: Context) -> Message:
         """Adapt the received meta-learner (with this client's personal weights, if it keeps any) to
@@ -183,7 +203,7 @@ class MetaClient:
             ValueError: a participant evaluation, but ``data`` has no ``participant_tasks`` or refuses
                 this client (answered as an error reply, which the server counts as failed).
         """
-        partition, config = _partition(context), _config(message)
+        partition, config = self._partition(message, context), _config(message)
         if config.get(EVALUATION) == PARTICIPANT:
             datamodule = _participant_tasks(self.data, partition)
         else:
@@ -206,7 +226,7 @@ class MetaClient:
     def query(self, message: Message, context: Context) -> Message:
         """Say which client this node is: its ``partition-id`` and ``role`` (``"train"``, ``"test"``, or
         ``"both"`` when the data has no ``role``), so the server knows whom to train and whom to test."""
-        partition = _partition(context)
+        partition = self._partition(message, context)
         role = self.data.role(partition) if hasattr(self.data, "role") else "both"
         return Message(
             RecordDict({"identity": ConfigRecord({"partition-id": partition, "role": role})}), reply_to=message
@@ -217,10 +237,24 @@ class MetaClient:
         keeps any (else the given learner's)."""
         learner = copy.deepcopy(self.learner)
         load_arrays(learner, message.content.array_records["arrays"], absent=self.personal)
-        if self.personal and "personal" in context.state:
-            shared = [name for name in learner.state_dict() if name not in self.personal]
-            load_arrays(learner, context.state["personal"], absent=shared)
+        if self.personal:
+            kept = message.content.array_records if self.pooled else context.state
+            key = PERSONAL_RECORD if self.pooled else "personal"
+            if key in kept:
+                shared = [name for name in learner.state_dict() if name not in self.personal]
+                load_arrays(learner, kept[key], absent=shared)
         return learner
+
+    def _partition(self, message: Message, context: Context) -> int:
+        """The client this call is for: the message's (pooled) or the node's."""
+        if not self.pooled:
+            return _partition(context)
+        if CLIENT_RECORD not in message.content.config_records:
+            raise ValueError(
+                f"Expected a pooled message with a `{CLIENT_RECORD}` config record naming its client, but got "
+                f"records {sorted(message.content.keys())}."
+            )
+        return int(message.content.config_records[CLIENT_RECORD]["partition-id"])
 
     def _trainer(self, **kwargs: object) -> Trainer:
         return client_trainer(self.accelerator, self.precision, **kwargs)
@@ -255,5 +289,6 @@ def _participant_tasks(data: ClientData, partition: int) -> LightningDataModule:
 
 
 def _config(message: Message) -> ConfigRecord:
-    records = message.content.config_records
-    return next(iter(records.values())) if records else ConfigRecord()
+    """The strategy's config record (Flower's strategies send one), not the pool's."""
+    records = [record for key, record in message.content.config_records.items() if key != CLIENT_RECORD]
+    return records[0] if records else ConfigRecord()

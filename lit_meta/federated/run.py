@@ -24,6 +24,7 @@ from lit_meta.federated.data import FederatedData
 from lit_meta.federated.errors import FederationError
 from lit_meta.federated.grid import InProcessGrid
 from lit_meta.federated.outputs import RunOutputs
+from lit_meta.federated.pool import ClientPool
 from lit_meta.federated.records import personal_names
 from lit_meta.federated.roles import known_roles, role_summary
 from lit_meta.federated.server import federate
@@ -34,6 +35,9 @@ from lit_meta.validation import check_one_of, check_positive_float, check_positi
 log = logging.getLogger(__name__)
 
 Backend = Literal["in_process", "simulation"]
+#: Flower nodes of the ``simulation`` backend, at least (``2 * num_cpus`` where that is more; never more
+#: than the clients): the clients are virtual, served by these nodes in turn (:class:`ClientPool`).
+SIMULATION_NODES = 32
 
 
 class FederatedRun:
@@ -48,7 +52,9 @@ class FederatedRun:
         local_steps: meta-steps each training client runs per round.
         backend: ``"in_process"`` (the clients run in this process, ``client_workers`` at a time: by
             default one after another, deterministic; no Ray) or ``"simulation"`` (Flower's simulation
-            engine on Ray, one CPU per client).
+            engine on Ray, one CPU per client; the clients are virtual, served by a few Flower nodes
+            through a :class:`~lit_meta.federated.pool.ClientPool`, so that clients never sampled cost
+            nothing).
         min_replies: usable training replies a round needs, else the run stops.
         round_timeout: seconds the server waits for the replies of a round's training (and again for
             its evaluation); a reply later than that is not used (the round's ``late``).
@@ -62,9 +68,10 @@ class FederatedRun:
         accelerator: the clients' Lightning accelerator.
         precision: the clients' Lightning precision.
         transfer: the dtype weights travel in; ``"float16"`` halves the bytes (aggregation stays float32).
-        personal: ``fnmatch`` patterns of weights each client keeps in its Flower ``Context.state``
-            and never sends (partial federation: ``["*head*"]`` federates only the body, FedPer/FedRep
-            style; the patterns of the body federate only the head). Checkpoints hold the initial values.
+        personal: ``fnmatch`` patterns of weights each client keeps (in its Flower ``Context.state``; in
+            ``simulation``, the server keeps them for it) and never sends to be aggregated (partial
+            federation: ``["*head*"]`` federates only the body, FedPer/FedRep style; the patterns of the
+            body federate only the head). Checkpoints hold the initial values.
         num_cpus: CPUs Ray may use in ``simulation`` (each client takes one).
         client_gpus: the share of a GPU each client asks Ray for in ``simulation`` (e.g. 0.25: four
             clients per GPU); Ray hides the GPUs from a client that asks for none, so a GPU
@@ -211,9 +218,10 @@ class FederatedRun:
             )
         self.data.participant_tasks(roles.index("train"))
 
-    def client(self) -> MetaClient:
-        """The client every node runs (on a SuperNode: built from the same config)."""
-        return MetaClient.of_run(self.model, self.data, self.settings, self.accelerator, self.precision)
+    def client(self, pooled: bool = False) -> MetaClient:
+        """The client every node runs (on a SuperNode: built from the same config); ``pooled``: one
+        that serves whichever client a message names (behind a :class:`ClientPool`)."""
+        return MetaClient.of_run(self.model, self.data, self.settings, self.accelerator, self.precision, pooled)
 
     def run(self, wrap_client_app: Callable[[ClientApp], ClientApp] | None = None) -> RunOutputs:
         """Run the remaining rounds on the ``backend``; returns the outputs (folder, records, checkpoints).
@@ -225,7 +233,7 @@ class FederatedRun:
             self.check_new_folder()  # before the clients are built: a refused run costs nothing
         nodes = self.data.num_clients  # a ClientPartition builds and checks every client's share here
         self.check_participant_tasks()  # here too: Flower's simulation would report a refusal as an early stop
-        app = client_app(self.client())
+        app = client_app(self.client(pooled=self.backend == "simulation"))
         app = app if wrap_client_app is None else wrap_client_app(app)
         if self.backend == "in_process":
             return self.serve(InProcessGrid(app, nodes, workers=self.client_workers))
@@ -233,11 +241,11 @@ class FederatedRun:
 
         finished: list[RunOutputs] = []
         server = ServerApp()
-        server.main()(lambda grid, context: finished.append(self.serve(grid)))
+        server.main()(lambda grid, context: finished.append(self.serve(ClientPool(grid, nodes))))
         run_simulation(
             server,
             app,
-            num_supernodes=nodes,
+            num_supernodes=min(nodes, max(SIMULATION_NODES, 2 * self.num_cpus)),
             backend_config={
                 "client_resources": {"num_cpus": 1, "num_gpus": float(self.client_gpus)},
                 "init_args": {"num_cpus": self.num_cpus},
@@ -253,8 +261,9 @@ class FederatedRun:
     def serve(self, grid: Grid, expected_nodes: int | None = None) -> RunOutputs:
         """The server's side of the run on ``grid`` (any Flower runtime's): resume, rounds, outputs.
 
-        On an :class:`~lit_meta.federated.grid.InProcessGrid` the server knows which partition each
-        node holds, so the clients' roles come from ``data``; on Flower's runtimes it asks every node.
+        On an :class:`~lit_meta.federated.grid.InProcessGrid` or a :class:`ClientPool` the server knows
+        which partition each node holds, so the clients' roles come from ``data``; on Flower's deployment
+        runtime it asks every node.
 
         Args:
             grid: the grid of the nodes.
@@ -288,7 +297,7 @@ class FederatedRun:
         else:
             self.check_new_folder()
         roles = None
-        if isinstance(grid, InProcessGrid):
+        if isinstance(grid, (InProcessGrid, ClientPool)):
             roles = known_roles(grid.partitions(), self.data.role)
         outputs = RunOutputs(self.model, self.data, self.strategy, log_dir, version, record, records, settings.personal)
         federate(
