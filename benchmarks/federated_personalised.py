@@ -67,16 +67,21 @@ BENCHMARKS: dict[str, dict] = {
             "perfedavg_hf": ("Per-FedAvg (HF)", []),
             "ditto": ("Ditto", []),
             "fedrep": ("FedRep", []),
+            "pfedme": ("pFedMe", []),
             "supervised": ("FedAvg + nearest class mean", []),
         },
     },
 }
-# The 50 drawer-split Omniglot clients (10 per training alphabet), 20% of them a round.
+# The 50 drawer-split Omniglot clients (10 per training alphabet), 20% of them a round. A client holds
+# 2 of the 20 drawers of each of its alphabet's characters (2 images a class), so its training tasks are
+# 1-shot with 1 query a class; the unseen test clients (whole alphabets) keep their 15 queries.
 BENCHMARKS["omniglot50"] = {
     **BENCHMARKS["omniglot"],
     "base": [
         "--data.init_args.splits_per_group",
         "10",
+        "--data.init_args.data.init_args.queries",
+        "1",
         "--strategy.init_args.fraction_train",
         "0.2",
         "--strategy.init_args.min_train_nodes",

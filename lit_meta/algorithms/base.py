@@ -95,6 +95,14 @@ class MetaLearner(LightningModule, ABC):
         return None
 
     @property
+    def personal_weights(self) -> tuple[str, ...]:
+        """``fnmatch`` patterns of the weights that, federated, stay on each client for this learner to
+        be the method it is (Ditto's personal model, FedRep's head); none by default. A federation
+        whose ``personal`` patterns leave any of them to be averaged is refused
+        (:func:`~lit_meta.federated.records.personal_names`)."""
+        return ()
+
+    @property
     def metric_name(self) -> str:
         """What :meth:`task_metric` measures: ``"accuracy"`` (classification) or ``"mse"``."""
         return "accuracy" if self.is_classifier else "mse"

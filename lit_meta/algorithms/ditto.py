@@ -53,7 +53,8 @@ class Ditto(BackboneLearner):
     Only ``w`` may leave the client: federate with ``personal: ["personal_model.*"]`` so that ``v``
     (``personal_model.network.*``) and its flag ``personal_model.trained`` stay in each client's
     Flower ``Context.state`` between rounds (without the pattern FedAvg would average the personal
-    models too, which is not Ditto). A client's first training starts ``v`` from the global model it
+    models too, which is not Ditto: :attr:`personal_weights` declares them, and a federation that would
+    average them is refused). A client's first training starts ``v`` from the global model it
     received (the flag says which clients have trained), not from the initial weights.
 
     Evaluation (``episode(training=False)``): the client's ``v`` (or, for a client that never trained,
@@ -92,6 +93,11 @@ class Ditto(BackboneLearner):
         self.personal_lr = lr if personal_lr is None else personal_lr
         self.automatic_optimization = False
         self._round_global: dict[str, Tensor] | None = None  # w_t, set when a fit starts
+
+    @property
+    def personal_weights(self) -> tuple[str, ...]:
+        """The personal model and its flag never leave a client."""
+        return ("personal_model.*",)
 
     @property
     def personal_trained(self) -> bool:

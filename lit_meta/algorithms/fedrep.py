@@ -36,7 +36,8 @@ class FedRep(MetaLearner):
     is a new fit of ``local_steps`` steps, so ``local_steps`` must exceed ``head_steps`` for the body
     to learn (a warning says when it does not). Federate with ``personal: ["*head*"]`` so that the head
     (``backbone.head.*``) and its flag ``head_trained`` (a float buffer, 1 once the client has trained
-    its head) stay in each client's Flower ``Context.state`` and only the body travels.
+    its head) stay in each client's Flower ``Context.state`` and only the body travels (declared by
+    :attr:`personal_weights`: a federation that would average them is refused).
 
     Evaluation (``episode(training=False)``): with the body frozen, a head trained on the support set
     for ``eval_inner_steps`` SGD steps of size ``head_lr``, then predict the queries. The head starts
@@ -90,6 +91,11 @@ class FedRep(MetaLearner):
     @property
     def max_ways(self) -> int | None:
         return self.backbone.head.out_features if self.is_classifier else None
+
+    @property
+    def personal_weights(self) -> tuple[str, ...]:
+        """Each client's head and its flag never leave it."""
+        return ("backbone.head.*", "head_trained")
 
     @property
     def body(self) -> nn.Module:

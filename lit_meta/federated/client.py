@@ -119,7 +119,7 @@ class MetaClient:
             raise TypeError(
                 f"Expected `data` to be a callable (partition_id, server_round), but got {type(data).__name__}."
             )
-        names = personal_names(learner, personal) if personal else []
+        names = personal_names(learner, personal)
         self._set(learner, data, local_steps, seed, accelerator, precision, names, pooled)
 
     @classmethod

@@ -36,7 +36,9 @@ def personal_names(learner: torch.nn.Module, personal: Sequence[str]) -> list[st
     of MAML, Meta-SGD or Reptile, ``"maml.module.*"`` for ANIL's adapted head).
 
     Raises:
-        ValueError: a pattern matches no entry, or the patterns match every entry (nothing left to federate).
+        ValueError: a pattern matches no entry, the patterns match every entry (nothing left to
+            federate), or they leave out a weight the learner keeps on each client by definition (its
+            ``personal_weights``: Ditto's personal model, FedRep's head).
     """
     names = list(learner_arrays(learner))
     for pattern in personal:
@@ -48,6 +50,13 @@ def personal_names(learner: torch.nn.Module, personal: Sequence[str]) -> list[st
     chosen = [name for name in names if any(fnmatch.fnmatch(name, pattern) for pattern in personal)]
     if len(chosen) == len(names):
         raise ValueError(f"Expected `personal` to leave weights to federate, but it matches all {len(names)} entries.")
+    own = tuple(getattr(learner, "personal_weights", ()))
+    averaged = [name for name in names if any(fnmatch.fnmatch(name, p) for p in own) and name not in chosen]
+    if averaged:
+        raise ValueError(
+            f"Expected `personal` to keep {type(learner).__name__}'s own weights on each client "
+            f"({', '.join(map(repr, own))}), but got {list(personal)}, which would average {averaged[:2]}."
+        )
     return chosen
 
 

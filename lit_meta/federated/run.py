@@ -131,7 +131,7 @@ class FederatedRun:
             evaluate_participants=evaluate_participants,
             seed=seed,
             transfer=transfer,
-            personal=personal_names(model, personal) if personal else (),
+            personal=personal_names(model, personal or ()),
         )
         check_one_of("backend", backend, ("in_process", "simulation"))
         check_positive_int("num_cpus", num_cpus)

@@ -4,6 +4,7 @@ stay on their device and only the shared ones reach the server."""
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from flwr.serverapp.strategy import FedAvg
 
 from datamodules.federated import SyntheticFederation
 from lit_meta.algorithms import Ditto, FedRep, PerFedAvg, PFedMe
-from lit_meta.federated import InProcessGrid, MetaClient, RunSettings, client_app, federate, learner_arrays
+from lit_meta.federated import (
+    FederatedRun,
+    InProcessGrid,
+    MetaClient,
+    RunSettings,
+    client_app,
+    federate,
+    learner_arrays,
+)
 from lit_meta.federated.records import load_arrays
 from lit_meta.models import MLP
 from tests.helpers.trainers import quiet_trainer
@@ -105,3 +114,22 @@ def test_a_ditto_device_that_trained_evaluates_its_own_personal_model():
     # Device 0's reported accuracy in round 2 is that of its own v_k, adapted on its support sets.
     reported = result.rounds[2]["clients"][0]["accuracy"]
     assert reported == pytest.approx(_test_accuracy(device, federation(0, 2)), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("name", "personal", "averaged"),
+    [
+        ("ditto", [], "['personal_model.trained', 'personal_model.network.features.0.weight']"),
+        ("fedrep", ["backbone.head.*"], "['head_trained']"),
+    ],
+)
+def test_a_federation_that_would_average_what_the_method_keeps_on_each_client_is_refused(name, personal, averaged):
+    """Ditto without its personal model kept (FedAvg would average the personal models) is not Ditto."""
+    learner = LEARNERS[name][0]()
+    with pytest.raises(ValueError, match=rf"^Expected `personal` to keep {type(learner).__name__}'s own weights on "):
+        MetaClient(learner, EveryDeviceTrainsAndTests(None), personal=personal)
+    with pytest.raises(
+        ValueError, match=rf"but got {re.escape(str(personal))}, which would average {re.escape(averaged)}"
+    ):
+        FederatedRun(learner, SyntheticFederation(num_devices=4), FedAvg(), personal=personal)
+    MetaClient(learner, EveryDeviceTrainsAndTests(None), personal=LEARNERS[name][1])  # as the configs federate it
