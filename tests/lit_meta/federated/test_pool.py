@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 from lit_meta.federated import InProcessGrid, MetaClient, RunSettings, client_app, federate
 from lit_meta.federated.grid import FIRST_NODE_ID
 from lit_meta.federated.pool import CLIENT_RECORD, PERSONAL_RECORD, ClientPool
+from lit_meta.federated.roles import known_roles as known
 from tests.helpers.federated import ClientBlobs
 from tests.helpers.learners import build
 
@@ -85,3 +86,26 @@ def test_a_pooled_client_refuses_a_message_that_names_no_client():
     [reply] = grid.send_and_receive([Message(named, FIRST_NODE_ID, "query", group_id="1")])
     assert reply.content.config_records["identity"]["partition-id"] == 4
     assert PERSONAL_RECORD not in reply.content
+
+
+def test_a_round_of_1000_pooled_clients_builds_the_sampled_clients_data_only():
+    torch.manual_seed(0)
+    learner = build("protonet", "classification")
+    served: list[int] = []
+
+    def data(partition: int, server_round: int) -> ClientBlobs:
+        served.append(partition)
+        return ClientBlobs(partition, server_round, batches=1)
+
+    pool = ClientPool(InProcessGrid(client_app(MetaClient(learner, data, local_steps=1, pooled=True)), 4), 1000)
+    strategy = FedAvg(fraction_train=0.01, fraction_evaluate=0.005, min_train_nodes=2, min_evaluate_nodes=2)
+    result = federate(
+        pool,
+        learner,
+        strategy,
+        RunSettings(rounds=1, local_steps=1),
+        roles=known(pool.partitions(), lambda partition: "both"),
+    )
+    assert result.rounds[1]["replies"] == 10
+    assert len(served) == 10 + 5  # 10 trained, 5 evaluated (a client may do both); no other client's data
+    assert len(pool.grid._contexts) == 4  # the Flower nodes; none per client
