@@ -71,8 +71,10 @@ class Guarded(Strategy):
             round, its evaluation included), ``train-loss``, and in evaluated rounds the pooled metric,
             its 95% CI, ``test-tasks``, ``eval-failures`` and each test client's figure (``clients``);
             where training clients were evaluated too, the same of theirs apart: ``participants-<metric>``,
-            ``participants-<metric>-ci95``, ``participants-tasks``, ``participants-eval-failures`` and
-            ``participants`` (each one's figure, by partition id).
+            ``participants-<metric>-ci95``, ``participants-tasks``, ``participants-eval-failures``,
+            ``participants`` (each one's figure, by partition id) and ``participants-trained`` (how many
+            of them had a training reply aggregated in this run before: the others hold only the initial
+            personal state; a resumed run counts from its resumption).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Guarded(Strategy):
         self._global: ArrayRecord | None = None
         self._evaluations_sent = 0  # test clients' evaluation messages of the current round
         self._participants: set[int] = set()  # the nodes of the training clients evaluated this round
+        self._trained: set[int] = set()  # the nodes whose training reply entered an aggregate
         self._started = self._sent = 0.0  # when the current round started, when its training messages left
         self.rounds: dict[int, dict] = {}
 
@@ -142,6 +145,7 @@ class Guarded(Strategy):
                 reasons.append(f"node {node}: {err}")
                 continue
             usable.append(self._decode(reply))
+        self._trained.update(reply.metadata.src_node_id for reply in usable)
         stats = self.rounds.setdefault(server_round, {"sent": len(replies), "bytes-sent": 0})
         stats.update(
             {
@@ -219,6 +223,7 @@ class Guarded(Strategy):
             pooled, _ = self._pool(server_round, evaluated, len(self._participants))
             record.update({f"participants-{key}": value for key, value in pooled.items() if key != "clients"})
             record["participants"] = pooled["clients"]
+            record["participants-trained"] = len(self._participants & self._trained)
         if not self._evaluations_sent:  # Flower asks every round; this one evaluated no test client
             return None
         pooled, usable = self._pool(server_round, tested, self._evaluations_sent, "test-")

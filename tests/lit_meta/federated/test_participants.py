@@ -83,6 +83,7 @@ def test_participants_are_pooled_apart_and_the_held_out_figures_stay_as_they_are
         assert not any(key.startswith("participants") for key in without)
         assert sorted(record["participants"]) == [0, 1, 2, 3]  # every training device, no held-out one
         assert record["participants-tasks"] == 12 and record["participants-eval-failures"] == 0
+        assert record["participants-trained"] == 4  # every device trains every round here
         figures = record["participants"].values()
         assert record["participants-accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in figures]))
         assert record["participants-accuracy-ci95"] > 0
