@@ -10,7 +10,7 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from lit_meta.federated import InProcessGrid, MetaClient, RunSettings, client_app, federate
+from lit_meta.federated import InProcessGrid, MetaClient, RunSettings, client_app, federate, learner_arrays
 from lit_meta.federated.grid import FIRST_NODE_ID
 from lit_meta.federated.pool import CLIENT_RECORD, PERSONAL_RECORD, ClientPool
 from lit_meta.federated.roles import known_roles as known
@@ -109,3 +109,21 @@ def test_a_round_of_1000_pooled_clients_builds_the_sampled_clients_data_only():
     assert result.rounds[1]["replies"] == 10
     assert len(served) == 10 + 5  # 10 trained, 5 evaluated (a client may do both); no other client's data
     assert len(pool.grid._contexts) == 4  # the Flower nodes; none per client
+
+
+def test_a_failing_client_replies_with_its_error_from_its_own_virtual_node():
+    learner = build("protonet", "classification")
+
+    def data(partition: int, server_round: int) -> ClientBlobs:
+        if partition == 3:
+            raise OSError("client 3's disk is gone")
+        return ClientBlobs(partition, server_round, batches=1)
+
+    pool = ClientPool(InProcessGrid(client_app(MetaClient(learner, data, local_steps=1, pooled=True)), 2), 5)
+    content = RecordDict({"arrays": learner_arrays(learner), "config": ConfigRecord({"server-round": 1})})
+    messages = [pool.create_message(content, "train", FIRST_NODE_ID + p, "1") for p in (3, 4)]
+    failed, trained = pool.send_and_receive(messages)
+    assert (failed.metadata.src_node_id, trained.metadata.src_node_id) == (FIRST_NODE_ID + 3, FIRST_NODE_ID + 4)
+    assert failed.has_error() and "OSError: client 3's disk is gone" in failed.error.reason
+    assert set(trained.content.array_records["arrays"]) == set(learner_arrays(learner))
+    assert CLIENT_RECORD not in trained.content
