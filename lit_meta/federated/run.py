@@ -277,7 +277,8 @@ class FederatedRun:
             if settings.personal:
                 log.warning(
                     "Resuming: the clients' personal weights (%s) start again from their initial values; "
-                    "they lived in each client's Flower Context.state, which a new run starts empty.",
+                    "they lived with the clients (a node's Flower Context.state; in simulation, the server's client "
+                    "pool), not in the checkpoints.",
                     ", ".join(settings.personal[:3]) + (", ..." if len(settings.personal) > 3 else ""),
                 )
             log_dir, version = os.path.dirname(resumed.version_dir), os.path.basename(resumed.version_dir)
