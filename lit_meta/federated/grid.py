@@ -41,7 +41,23 @@ def set_task_identity(run_id: int, node_id: int = SERVER_NODE_ID, task_id: int =
     TaskIdentity.task_id = task_id
 
 
-class InProcessGrid(Grid):
+class ExchangeGrid(Grid):
+    """A grid that makes its own messages and delivers them only through ``send_and_receive`` (no
+    push and pull: what lit-meta's grids need of Flower's ``Grid`` interface)."""
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return Message(content=content, message_type=message_type, dst_node_id=dst_node_id, group_id=group_id, ttl=ttl)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError(f"{type(self).__name__} delivers messages only through `send_and_receive`.")
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError(f"{type(self).__name__} delivers messages only through `send_and_receive`.")
+
+
+class InProcessGrid(ExchangeGrid):
     """Nodes ``FIRST_NODE_ID + i``, ``i = 0 .. num_nodes - 1`` (node ``i`` holds partition ``i``
     unless ``node_config`` says otherwise), each running ``client_app`` in this process.
 
@@ -92,11 +108,6 @@ class InProcessGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return Message(content=content, message_type=message_type, dst_node_id=dst_node_id, group_id=group_id, ttl=ttl)
-
     def get_node_ids(self) -> Iterable[int]:
         return list(range(FIRST_NODE_ID, FIRST_NODE_ID + self.num_nodes))
 
@@ -122,12 +133,6 @@ class InProcessGrid(Grid):
                     run_config={},
                 )
             return self._contexts[node_id]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError("InProcessGrid delivers messages only through `send_and_receive`.")
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError("InProcessGrid delivers messages only through `send_and_receive`.")
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """The replies that arrived within ``timeout`` seconds of the call (``None``: no limit), in the

@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from lit_meta.federated.grid import FIRST_NODE_ID
+from lit_meta.federated.grid import FIRST_NODE_ID, ExchangeGrid
 from lit_meta.validation import check_positive_int
 
 #: The config record of a pooled message: ``{"partition-id": i}``, the client the node serves for it.
@@ -30,7 +30,7 @@ CLIENT_RECORD = "lit-meta.client"
 PERSONAL_RECORD = "lit-meta.personal"
 
 
-class ClientPool(Grid):
+class ClientPool(ExchangeGrid):
     """``num_clients`` virtual nodes over the Flower nodes of ``grid``.
 
     Args:
@@ -57,23 +57,12 @@ class ClientPool(Grid):
     def run(self) -> Run:
         return self.grid.run
 
-    def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return Message(content=content, message_type=message_type, dst_node_id=dst_node_id, group_id=group_id, ttl=ttl)
-
     def get_node_ids(self) -> Iterable[int]:
         return list(range(FIRST_NODE_ID, FIRST_NODE_ID + self.num_clients))
 
     def partitions(self) -> dict[int, int]:
         """``{virtual node id: partition id}``: known without a message."""
         return {FIRST_NODE_ID + i: i for i in range(self.num_clients)}
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError("ClientPool delivers messages only through `send_and_receive`.")
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError("ClientPool delivers messages only through `send_and_receive`.")
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """The replies, from the virtual nodes, that arrived within ``timeout`` seconds."""
