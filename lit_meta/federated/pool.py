@@ -42,7 +42,8 @@ class ClientPool(ExchangeGrid):
     messages of one exchange are spread over every node) with ``{"partition-id": i}`` and client
     ``i``'s state; its reply comes back from virtual node ``FIRST_NODE_ID + i``, its new state kept
     here. A reply that does not arrive within the exchange's ``timeout`` leaves the client's state as
-    it was.
+    it was; and unlike the in-process grid's busy nodes, such a client may be sampled again while its
+    late call still runs on another node, starting from that earlier state.
     """
 
     def __init__(self, grid: Grid, num_clients: int) -> None:
