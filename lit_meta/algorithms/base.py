@@ -148,8 +148,8 @@ class MetaLearner(LightningModule, ABC):
 
         Under a ``Trainer(barebones=True)`` (the federated client's: Lightning's logging costs about a
         quarter of a small meta-step, and a barebones Trainer refuses it) nothing reaches Lightning:
-        the last value of each name is kept, detached, in ``barebones_logged`` (which the client empties
-        before each fit and reads ``train/loss`` from after it).
+        the last value of each name is kept, detached, in ``barebones_logged`` (the client trains a fresh
+        copy of the learner at each call and reads ``train/loss`` from it after the fit).
         """
         if self._log_through is not None:
             return self._log_through(name, value, *args, **kwargs)
